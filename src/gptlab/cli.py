@@ -1,0 +1,63 @@
+"""The `gptlab` command-line tool: parse, call the library, print.
+
+User mistakes arrive as `GptlabError` and leave as one line on stderr with exit status 1;
+a traceback means a bug in gptlab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from gptlab import __version__
+from gptlab.errors import GptlabError
+
+# Subcommand modules under gptlab.commands, in the order `gptlab --help` lists them.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gptlab",
+        description="Train a small GPT language model from scratch on your own text, then use it.",
+    )
+    parser.add_argument("--version", action="version", version=f"gptlab {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages to stderr"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"gptlab.commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tool with `argv` (default: sys.argv[1:]) and return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GptlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`gptlab sample ... | head`): not an error.
+        sys.stderr.close()
+        return 0
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1

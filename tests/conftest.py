@@ -1,0 +1,56 @@
+"""Shared fixtures: the corpora in ../shared/data and a tiny corpus for fast tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+
+
+def _shared_file(name: str) -> Path:
+    path = SHARED_DATA_DIR / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: the corpora live in ../shared/data beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path() -> Path:
+    """Tiny Shakespeare (1,115,394 characters)."""
+    return _shared_file("tinyshakespeare.txt")
+
+
+@pytest.fixture(scope="session")
+def verdict_path() -> Path:
+    """Edith Wharton's "The Verdict", seed 002's corpus."""
+    return _shared_file("the-verdict.txt")
+
+
+@pytest.fixture(scope="session")
+def tiny_text() -> str:
+    """A few lines of text for tests that need no real corpus."""
+    return (
+        "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+        "All:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n"
+    ) * 20
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for running `python -m gptlab` in a subprocess from the checkout."""
+    env = dict(os.environ)
+    src = str(REPO_ROOT / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture
+def gptlab_cmd() -> list[str]:
+    """The argv prefix that runs the CLI in a subprocess."""
+    return [sys.executable, "-m", "gptlab"]

@@ -1,0 +1,24 @@
+import subprocess
+
+from gptlab import __version__
+from gptlab.cli import main
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "usage: gptlab" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    try:
+        main(["--version"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_module_entry_point(gptlab_cmd, subprocess_env):
+    out = subprocess.run(
+        [*gptlab_cmd, "--help"], capture_output=True, text=True, env=subprocess_env, check=True
+    )
+    assert "usage: gptlab" in out.stdout
