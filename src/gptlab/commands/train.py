@@ -30,15 +30,33 @@ examples:
 """
 
 
-def _setting_fields() -> list[tuple[str, Any, str, str]]:
-    """(name, type, help, kind) for every ModelConfig and TrainConfig field."""
+_MODEL_HELP = {
+    "vocab_size": "model: vocabulary size (None: the dataset tokenizer's)",
+    "block_size": "model: context length in tokens",
+    "n_layer": "model: transformer blocks",
+    "n_head": "model: attention heads per block",
+    "n_embd": "model: channels of the residual stream",
+    "dropout": "model: dropout probability",
+    "bias": "model: biases in linear layers and LayerNorms",
+    "qkv_bias": "model: biases on the query/key/value projection",
+    "activation": "model: relu or gelu",
+    "pos_encoding": "model: learned, sinusoidal or rope",
+    "tie_weights": "model: share the token embedding with lm_head",
+    "attention": "model: fused (scaled_dot_product_attention) or reference (per-head)",
+}
+
+
+def _setting_fields() -> list[tuple[str, Any, str, Any]]:
+    """(name, type, help, built-in default) for every ModelConfig and TrainConfig field."""
     from gptlab.train.config import TrainConfig, field_types, model_config_class
 
     out = []
-    for cls, kind in ((model_config_class(), "model"), (TrainConfig, "train")):
+    for cls in (model_config_class(), TrainConfig):
         types = field_types(cls)
         for f in dataclasses.fields(cls):
-            out.append((f.name, types[f.name], f.metadata.get("help", f"{kind} setting"), kind))
+            help_text = f.metadata.get("help") or _MODEL_HELP.get(f.name, "model setting")
+            default = None if f.default is dataclasses.MISSING else f.default
+            out.append((f.name, types[f.name], help_text, default))
     return out
 
 
@@ -65,8 +83,8 @@ def add_parser(subparsers) -> None:
     base = {**base_model, **base_train.to_dict()}
     group = p.add_argument_group(
         "settings", f"model and training settings (values shown are {DEFAULT_PRESET}'s)")
-    for name, tp, help_text, _ in _setting_fields():
-        shown = f" [{base[name]}]" if name in base else ""
+    for name, tp, help_text, default in _setting_fields():
+        shown = f" [{base.get(name, default)}]"
         extra = dict(nargs="?", const="true", metavar="BOOL") if _is_bool(tp) else \
             dict(metavar=name.upper())
         add_option(group, name, default=argparse.SUPPRESS, help=help_text + shown, **extra)
