@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptlab.cli import main
-from gptlab.data import corpus, load_meta, load_split, prepare, token_dtype
-from gptlab.data import reading
+from gptlab.data import corpus, load_meta, load_split, prepare, reading, token_dtype
 from gptlab.errors import ConfigError, GptlabError
 from gptlab.tokenizers import GPT2Tokenizer, load_tokenizer
 
