@@ -123,6 +123,9 @@ def test_word_tokenization_details():
     ids = tok.encode("Hello,\n\tworld<|endoftext|>Is")
     assert ids == [8, 4, 16, tok.eot_id, 9]
     assert tok.decode(ids) == "Hello, world <|endoftext|> Is"
+    specials = WordTokenizer.from_text("a <|unk|> b<|endoftext|>")
+    assert specials.words == ["a", "b"]
+    assert specials.encode("<|unk|> b") == [specials.unk_id, 1]
     # As the seed: only the space *before* punctuation goes.
     assert tok.decode(tok.encode("it's (a test).")) == "it' s( a test)."
 
@@ -207,6 +210,8 @@ def test_gpt2_local_files_hash_check(monkeypatch, tmp_path):
 
 def test_gpt2_parallel_array_equals_serial(shakespeare):
     tok = GPT2Tokenizer()
+    lone = "a\ud800b"  # not encodable as UTF-8: both paths replace it like tiktoken
+    assert tok.encode_to_array(lone).tolist() == tok.encode(lone) == tok.encode("a\ufffdb")
     serial = tok.encode(shakespeare)
     assert tok.encode_to_array(shakespeare, num_threads=2).tolist() == serial
     assert tok.encode_batch([shakespeare[:5000], "", ALVAZSKA], num_threads=2) == [
