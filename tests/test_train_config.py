@@ -176,3 +176,24 @@ def test_weight_decay_only_on_matrices():
 def test_configure_optimizer_uses_betas():
     opt = configure_optimizer(_tiny_gpt(), TrainConfig(beta1=0.8, beta2=0.95))
     assert opt.param_groups[0]["betas"] == (0.8, 0.95)
+
+
+def test_stacked_eval_equals_batch_by_batch():
+    """estimate_loss stacks eval batches into big forward calls: same mean as one by one."""
+    from gptlab.data import RandomBatches
+    from gptlab.train.evaluate import estimate_loss
+
+    torch.manual_seed(0)
+    model = _tiny_gpt()
+    tokens = torch.randint(0, 17, (500,))
+
+    def make(split):
+        return RandomBatches(tokens, split, batch_size=3, block_size=8, seed=7)
+
+    one_by_one = estimate_loss(model, make, 10, splits=("val",), tokens_per_forward=1)
+    stacked = estimate_loss(model, make, 10, splits=("val",), tokens_per_forward=3 * 8 * 4)
+    batches = make("val")
+    expected = sum(model(*batches.get_batch())[1].item() for _ in range(10)) / 10
+    assert one_by_one["val"] == pytest.approx(expected, rel=1e-6)
+    assert stacked["val"] == pytest.approx(expected, rel=1e-5)
+    assert model.training

@@ -140,13 +140,16 @@ def _preset(name: str, source: str, description: str, model: dict, train: dict) 
     PRESETS[name] = Preset(name, source, description, model, train)
 
 
-_LECTURE_MODEL = dict(activation="relu", attention="reference", pos_encoding="learned",
+# The lecture's model. attention="fused" computes exactly the lecture's per-head attention
+# (same parameters, same state-dict keys, same maths; the model tests pin the two equal)
+# about 1.6x faster on CPU; --attention reference runs the per-head modules themselves.
+_LECTURE_MODEL = dict(activation="relu", attention="fused", pos_encoding="learned",
                       bias=True, qkv_bias=False, tie_weights=False)
 _preset(
     "lecture-small",
     "seed 001 (the 'build a GPT' lecture's reference gpt.py)",
     "the lecture's exact 0.21M-parameter model: batch 16, block 32, 64 channels, 4 heads, "
-    "4 layers, ReLU, per-head attention, AdamW lr 1e-3 constant, 5000 steps, eval every 100 "
+    "4 layers, ReLU, learned positions, AdamW lr 1e-3 constant, 5000 steps, eval every 100 "
     "over 200 batches",
     dict(block_size=32, n_layer=4, n_head=4, n_embd=64, dropout=0.0, **_LECTURE_MODEL),
     # torch.optim.AdamW defaults as the seed uses them: betas (0.9, 0.999), decay 0.01.
