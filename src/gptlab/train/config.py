@@ -170,13 +170,27 @@ _preset(
 _preset(
     "cpu-quick",
     "nanoGPT README's CPU recipe (config/train_shakespeare_char.py, shrunk for a laptop)",
-    "0.8M parameters, char-level Shakespeare in about 2 minutes on 2 CPU cores: batch 12, "
+    "nanoGPT's 0.8M model, char-level Shakespeare in about 2 minutes on 2 CPU cores: batch 12, "
     "block 64, 4 layers, 4 heads, 128 channels, no dropout, lr 1e-3 warmup 100 cosine to "
     "1e-4 over 2000 steps",
-    dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+    # nanoGPT's model: exact GELU, no biases, tied embeddings, learned positions
+    dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, activation="gelu_exact",
+         bias=False, qkv_bias=False, tie_weights=True, pos_encoding="learned"),
     dict(batch_size=12, max_iters=2000, learning_rate=1e-3, decay_lr=True, warmup_iters=100,
          lr_decay_iters=2000, min_lr=1e-4, weight_decay=0.1, beta1=0.9, beta2=0.99,
          grad_clip=1.0, eval_interval=250, eval_iters=20),
+)
+_preset(
+    "speedrun",
+    "gptlab's own search on this 2-core CPU (docs/benchmarks.md, Training)",
+    "the quickest recipe found to val loss ~1.88 on char Shakespeare: nanoGPT's model cut to "
+    "3 layers, batch 16 x block 64, lr 4e-3 warmup 30 cosine to 4e-4 over 1000 steps, "
+    "evaluation only at the start and end",
+    dict(block_size=64, n_layer=3, n_head=4, n_embd=128, dropout=0.0, activation="gelu_exact",
+         bias=False, qkv_bias=False, tie_weights=True, pos_encoding="learned"),
+    dict(batch_size=16, max_iters=1000, learning_rate=4e-3, decay_lr=True, warmup_iters=30,
+         lr_decay_iters=1000, min_lr=4e-4, weight_decay=0.1, beta1=0.9, beta2=0.99,
+         grad_clip=1.0, eval_interval=1000, eval_iters=50),
 )
 _preset(
     "finetune",
