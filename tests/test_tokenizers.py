@@ -114,6 +114,17 @@ def test_word_goldens_verdict(verdict):
     assert tok.decode(tok.encode(ALVAZSKA)) == "<|unk|> is an <|unk|> word: <|unk|>"
 
 
+def test_word_special_tokens_llms_from_scratch(verdict):
+    # The worked example of LLMs-from-scratch ch. 2 (the book seed 002 follows).
+    tok = WordTokenizer.from_text(verdict)
+    text = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
+    ids = tok.encode(text)
+    assert ids == [1131, 5, 355, 1126, 628, 975, 10, 1130, 55, 988, 956, 984, 722, 988, 1131, 7]
+    assert tok.decode(ids) == (
+        "<|unk|>, do you like tea? <|endoftext|> In the sunlit terraces of the <|unk|>."
+    )
+
+
 def test_word_tokenization_details():
     tok = WordTokenizer.from_text('Hello, world. Is this-- a test? "Yes" (it\'s)')
     assert tok.words == [
@@ -169,6 +180,20 @@ def test_gpt2_equals_tiktokens_own_encoding(verdict, tmp_path, monkeypatch):
     text = verdict + "<|endoftext|>" + verdict[:1000] + " ünïcode ☃ 😀\r\n\t  x"
     assert tok.encode(text) == reference.encode(text, allowed_special={"<|endoftext|>"})
     assert tok.encode("a<|endoftext|>b") == [64, 50256, 65]
+
+
+def test_gpt2_builds_from_local_files_without_tiktoken_download(monkeypatch):
+    from gptlab.tokenizers import gpt2
+
+    def forbidden():
+        raise AssertionError("asked tiktoken (cache or network)")
+
+    monkeypatch.setattr(gpt2, "_encoding_from_tiktoken", forbidden)
+    gpt2.gpt2_encoding.cache_clear()
+    try:
+        assert GPT2Tokenizer().encode(ALVAZSKA)[-4:] == [33414, 1031, 82, 4914]
+    finally:
+        gpt2.gpt2_encoding.cache_clear()
 
 
 def test_gpt2_no_vocabulary_error(monkeypatch):
@@ -246,6 +271,14 @@ def test_bpe_from_files_equals_from_text(tmp_path, tiny_text, small_bpe):
     path.write_text(tiny_text, encoding="utf-8")
     from_file = BPETokenizer.train(path, vocab_size=300)
     assert from_file.encode(tiny_text) == small_bpe.encode(tiny_text)
+
+
+def test_bpe_special_tokens_and_small_corpus(tiny_text):
+    tok = BPETokenizer.train([tiny_text], vocab_size=100_000, special_tokens=["<a>", "<b>"])
+    assert tok.special_tokens == {"<a>": 0, "<b>": 1} and tok.eot_id is None
+    assert tok.vocab_size < 100_000  # the corpus runs out of pairs to merge
+    assert tok.encode("<b>Speak") == [1] + tok.encode("Speak")
+    assert tok.decode(tok.encode(tiny_text)) == tiny_text
 
 
 def test_bpe_errors(tmp_path):
