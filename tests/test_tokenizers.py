@@ -91,9 +91,13 @@ def test_char_bad_vocabularies():
         CharTokenizer.from_text("")
 
 
-def test_char_handles_lone_surrogates_and_astral():
+def test_char_handles_lone_surrogates_and_astral(tmp_path):
     tok = CharTokenizer.from_text("a\ud800😀")
     assert tok.decode(tok.encode("😀a\ud800")) == "😀a\ud800"
+    loaded = load_tokenizer(tok.save(tmp_path / "tokenizer.json"))
+    assert loaded.chars == ["a", "\ud800", "😀"]
+    plain = CharTokenizer.from_text("aé😀").save(tmp_path / "plain.json")
+    assert '"é", "😀"' in plain.read_text(encoding="utf-8")  # readable, not \u-escaped
 
 
 # --- word -----------------------------------------------------------------------------------
@@ -112,6 +116,17 @@ def test_word_goldens_verdict(verdict):
     unk = tok.encode("Say hello to academic speculations!")
     assert tok.decode(unk) == "<|unk|> <|unk|> to academic speculations!"
     assert tok.decode(tok.encode(ALVAZSKA)) == "<|unk|> is an <|unk|> word: <|unk|>"
+
+
+def test_word_special_tokens_llms_from_scratch(verdict):
+    # The worked example of LLMs-from-scratch ch. 2 (the book seed 002 follows).
+    tok = WordTokenizer.from_text(verdict)
+    text = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
+    ids = tok.encode(text)
+    assert ids == [1131, 5, 355, 1126, 628, 975, 10, 1130, 55, 988, 956, 984, 722, 988, 1131, 7]
+    assert tok.decode(ids) == (
+        "<|unk|>, do you like tea? <|endoftext|> In the sunlit terraces of the <|unk|>."
+    )
 
 
 def test_word_tokenization_details():
@@ -171,6 +186,20 @@ def test_gpt2_equals_tiktokens_own_encoding(verdict, tmp_path, monkeypatch):
     assert tok.encode("a<|endoftext|>b") == [64, 50256, 65]
 
 
+def test_gpt2_builds_from_local_files_without_tiktoken_download(monkeypatch):
+    from gptlab.tokenizers import gpt2
+
+    def forbidden():
+        raise AssertionError("asked tiktoken (cache or network)")
+
+    monkeypatch.setattr(gpt2, "_encoding_from_tiktoken", forbidden)
+    gpt2.gpt2_encoding.cache_clear()
+    try:
+        assert GPT2Tokenizer().encode(ALVAZSKA)[-4:] == [33414, 1031, 82, 4914]
+    finally:
+        gpt2.gpt2_encoding.cache_clear()
+
+
 def test_gpt2_no_vocabulary_error(monkeypatch):
     from gptlab.tokenizers import gpt2
 
@@ -213,6 +242,7 @@ def test_gpt2_parallel_array_equals_serial(shakespeare):
     lone = "a\ud800b"  # not encodable as UTF-8: both paths replace it like tiktoken
     assert tok.encode_to_array(lone).tolist() == tok.encode(lone) == tok.encode("a\ufffdb")
     serial = tok.encode(shakespeare)
+    assert len(serial) == 338_025  # nanoGPT's data/shakespeare: 301,966 train + 36,059 val
     assert tok.encode_to_array(shakespeare, num_threads=2).tolist() == serial
     assert tok.encode_batch([shakespeare[:5000], "", ALVAZSKA], num_threads=2) == [
         serial[: len(tok.encode(shakespeare[:5000]))],
@@ -245,6 +275,14 @@ def test_bpe_from_files_equals_from_text(tmp_path, tiny_text, small_bpe):
     path.write_text(tiny_text, encoding="utf-8")
     from_file = BPETokenizer.train(path, vocab_size=300)
     assert from_file.encode(tiny_text) == small_bpe.encode(tiny_text)
+
+
+def test_bpe_special_tokens_and_small_corpus(tiny_text):
+    tok = BPETokenizer.train([tiny_text], vocab_size=100_000, special_tokens=["<a>", "<b>"])
+    assert tok.special_tokens == {"<a>": 0, "<b>": 1} and tok.eot_id is None
+    assert tok.vocab_size < 100_000  # the corpus runs out of pairs to merge
+    assert tok.encode("<b>Speak") == [1] + tok.encode("Speak")
+    assert tok.decode(tok.encode(tiny_text)) == tiny_text
 
 
 def test_bpe_errors(tmp_path):

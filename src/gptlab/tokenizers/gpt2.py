@@ -70,12 +70,15 @@ def _encoding_from_local_files():
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
     vocab_bpe, encoder_json = local_gpt2_files()
-    ranks = data_gym_to_mergeable_bpe_ranks(
-        vocab_bpe_file=str(vocab_bpe),
-        encoder_json_file=str(encoder_json),
-        vocab_bpe_hash=VOCAB_BPE_SHA256,
-        encoder_json_hash=ENCODER_JSON_SHA256,
-    )
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(vocab_bpe),
+            encoder_json_file=str(encoder_json),
+            vocab_bpe_hash=VOCAB_BPE_SHA256,
+            encoder_json_hash=ENCODER_JSON_SHA256,
+        )
+    except (OSError, ValueError, AssertionError) as exc:  # e.g. an unwritable TIKTOKEN_CACHE_DIR
+        raise GptlabError(f"tiktoken could not read {vocab_bpe.parent}: {exc!r}") from exc
     return tiktoken.Encoding(
         name="gpt2",
         pat_str=GPT2_PATTERN,
