@@ -114,6 +114,17 @@ def test_word_goldens_verdict(verdict):
     assert tok.decode(tok.encode(ALVAZSKA)) == "<|unk|> is an <|unk|> word: <|unk|>"
 
 
+def test_word_special_tokens_llms_from_scratch(verdict):
+    # The worked example of LLMs-from-scratch ch. 2 (the book seed 002 follows).
+    tok = WordTokenizer.from_text(verdict)
+    text = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
+    ids = tok.encode(text)
+    assert ids == [1131, 5, 355, 1126, 628, 975, 10, 1130, 55, 988, 956, 984, 722, 988, 1131, 7]
+    assert tok.decode(ids) == (
+        "<|unk|>, do you like tea? <|endoftext|> In the sunlit terraces of the <|unk|>."
+    )
+
+
 def test_word_tokenization_details():
     tok = WordTokenizer.from_text('Hello, world. Is this-- a test? "Yes" (it\'s)')
     assert tok.words == [
@@ -123,6 +134,9 @@ def test_word_tokenization_details():
     ids = tok.encode("Hello,\n\tworld<|endoftext|>Is")
     assert ids == [8, 4, 16, tok.eot_id, 9]
     assert tok.decode(ids) == "Hello, world <|endoftext|> Is"
+    specials = WordTokenizer.from_text("a <|unk|> b<|endoftext|>")
+    assert specials.words == ["a", "b"]
+    assert specials.encode("<|unk|> b") == [specials.unk_id, 1]
     # As the seed: only the space *before* punctuation goes.
     assert tok.decode(tok.encode("it's (a test).")) == "it' s( a test)."
 
@@ -168,6 +182,20 @@ def test_gpt2_equals_tiktokens_own_encoding(verdict, tmp_path, monkeypatch):
     assert tok.encode("a<|endoftext|>b") == [64, 50256, 65]
 
 
+def test_gpt2_builds_from_local_files_without_tiktoken_download(monkeypatch):
+    from gptlab.tokenizers import gpt2
+
+    def forbidden():
+        raise AssertionError("asked tiktoken (cache or network)")
+
+    monkeypatch.setattr(gpt2, "_encoding_from_tiktoken", forbidden)
+    gpt2.gpt2_encoding.cache_clear()
+    try:
+        assert GPT2Tokenizer().encode(ALVAZSKA)[-4:] == [33414, 1031, 82, 4914]
+    finally:
+        gpt2.gpt2_encoding.cache_clear()
+
+
 def test_gpt2_no_vocabulary_error(monkeypatch):
     from gptlab.tokenizers import gpt2
 
@@ -207,7 +235,10 @@ def test_gpt2_local_files_hash_check(monkeypatch, tmp_path):
 
 def test_gpt2_parallel_array_equals_serial(shakespeare):
     tok = GPT2Tokenizer()
+    lone = "a\ud800b"  # not encodable as UTF-8: both paths replace it like tiktoken
+    assert tok.encode_to_array(lone).tolist() == tok.encode(lone) == tok.encode("a\ufffdb")
     serial = tok.encode(shakespeare)
+    assert len(serial) == 338_025  # nanoGPT's data/shakespeare: 301,966 train + 36,059 val
     assert tok.encode_to_array(shakespeare, num_threads=2).tolist() == serial
     assert tok.encode_batch([shakespeare[:5000], "", ALVAZSKA], num_threads=2) == [
         serial[: len(tok.encode(shakespeare[:5000]))],
@@ -240,6 +271,14 @@ def test_bpe_from_files_equals_from_text(tmp_path, tiny_text, small_bpe):
     path.write_text(tiny_text, encoding="utf-8")
     from_file = BPETokenizer.train(path, vocab_size=300)
     assert from_file.encode(tiny_text) == small_bpe.encode(tiny_text)
+
+
+def test_bpe_special_tokens_and_small_corpus(tiny_text):
+    tok = BPETokenizer.train([tiny_text], vocab_size=100_000, special_tokens=["<a>", "<b>"])
+    assert tok.special_tokens == {"<a>": 0, "<b>": 1} and tok.eot_id is None
+    assert tok.vocab_size < 100_000  # the corpus runs out of pairs to merge
+    assert tok.encode("<b>Speak") == [1] + tok.encode("Speak")
+    assert tok.decode(tok.encode(tiny_text)) == tiny_text
 
 
 def test_bpe_errors(tmp_path):

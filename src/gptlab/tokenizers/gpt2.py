@@ -17,6 +17,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,15 @@ def _encoding_from_local_files():
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
     vocab_bpe, encoder_json = local_gpt2_files()
-    ranks = data_gym_to_mergeable_bpe_ranks(
-        vocab_bpe_file=str(vocab_bpe),
-        encoder_json_file=str(encoder_json),
-        vocab_bpe_hash=VOCAB_BPE_SHA256,
-        encoder_json_hash=ENCODER_JSON_SHA256,
-    )
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(vocab_bpe),
+            encoder_json_file=str(encoder_json),
+            vocab_bpe_hash=VOCAB_BPE_SHA256,
+            encoder_json_hash=ENCODER_JSON_SHA256,
+        )
+    except (OSError, ValueError, AssertionError) as exc:  # e.g. an unwritable TIKTOKEN_CACHE_DIR
+        raise GptlabError(f"tiktoken could not read {vocab_bpe.parent}: {exc!r}") from exc
     return tiktoken.Encoding(
         name="gpt2",
         pat_str=GPT2_PATTERN,
@@ -136,14 +140,26 @@ class GPT2Tokenizer(Tokenizer):
         return self.encoding.encode_batch(texts, num_threads=n, allowed_special=self._allowed)
 
     def encode_to_array(self, text: str, num_threads: int = 0) -> np.ndarray:
-        """Encode into (n_tokens,) uint32; long texts are split where it cannot change the ids
-        and encoded on all cores."""
+        """Encode into (n_tokens,) uint32 ids without building a Python list.
+
+        Texts of 1M+ characters are cut where the cut cannot change the ids (see
+        `chunking.split_for_parallel`) and the pieces encoded on `num_threads` threads
+        (0 = all cores); tiktoken releases the GIL while it encodes.
+        """
         n = resolve_num_threads(num_threads)
         if n == 1 or len(text) < _PARALLEL_MIN_CHARS:
-            return np.asarray(self.encode(text), dtype=np.uint32)
+            return self._encode_numpy(text)
         pieces = split_for_parallel(text, n_pieces=4 * n)
-        batches = self.encode_batch(pieces, num_threads=n)
-        return np.concatenate([np.asarray(ids, dtype=np.uint32) for ids in batches])
+        with ThreadPoolExecutor(n) as pool:
+            arrays = list(pool.map(self._encode_numpy, pieces))
+        return np.concatenate(arrays)
+
+    def _encode_numpy(self, text: str) -> np.ndarray:
+        try:
+            ids = self.encoding.encode_to_numpy(text, allowed_special=self._allowed)
+        except UnicodeEncodeError:  # lone surrogates: encode() replaces them, as tiktoken does
+            ids = self.encode(text)
+        return np.asarray(ids, dtype=np.uint32)
 
     def decode(self, ids: Sequence[int]) -> str:
         self.check_ids(ids)
