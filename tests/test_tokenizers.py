@@ -91,9 +91,13 @@ def test_char_bad_vocabularies():
         CharTokenizer.from_text("")
 
 
-def test_char_handles_lone_surrogates_and_astral():
+def test_char_handles_lone_surrogates_and_astral(tmp_path):
     tok = CharTokenizer.from_text("a\ud800😀")
     assert tok.decode(tok.encode("😀a\ud800")) == "😀a\ud800"
+    loaded = load_tokenizer(tok.save(tmp_path / "tokenizer.json"))
+    assert loaded.chars == ["a", "\ud800", "😀"]
+    plain = CharTokenizer.from_text("aé😀").save(tmp_path / "plain.json")
+    assert "é😀" in plain.read_text(encoding="utf-8")  # readable, not \u-escaped
 
 
 # --- word -----------------------------------------------------------------------------------

@@ -96,12 +96,15 @@ class Tokenizer(abc.ABC):
         """
         path = Path(path)
         data = {"kind": self.name, "format": FORMAT_VERSION, **self.to_dict()}
+        try:
+            body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in a char vocabulary: escape it
+            body = json.dumps(data).encode("ascii")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False)
-                f.write("\n")
+            with os.fdopen(fd, "wb") as f:
+                f.write(body + b"\n")
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
