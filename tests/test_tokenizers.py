@@ -97,7 +97,7 @@ def test_char_handles_lone_surrogates_and_astral(tmp_path):
     loaded = load_tokenizer(tok.save(tmp_path / "tokenizer.json"))
     assert loaded.chars == ["a", "\ud800", "😀"]
     plain = CharTokenizer.from_text("aé😀").save(tmp_path / "plain.json")
-    assert "é😀" in plain.read_text(encoding="utf-8")  # readable, not \u-escaped
+    assert '"é", "😀"' in plain.read_text(encoding="utf-8")  # readable, not \u-escaped
 
 
 # --- word -----------------------------------------------------------------------------------
