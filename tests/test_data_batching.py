@@ -148,3 +148,11 @@ def test_random_batches_on_a_prepared_dataset(verdict_path, tmp_path):
     x, y = batches.get_batch()
     assert x.shape == y.shape == (2, 16) and torch.equal(x[:, 1:], y[:, :-1])
     assert int(x.max()) < 50257
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_random_batches_on_cuda_equal_cpu():
+    data = np.arange(500, dtype=np.uint16)
+    x_cpu, y_cpu = RandomBatches(data, batch_size=4, block_size=8, seed=3).get_batch()
+    x, y = RandomBatches(data, batch_size=4, block_size=8, device="cuda", seed=3).get_batch()
+    assert x.is_cuda and torch.equal(x.cpu(), x_cpu) and torch.equal(y.cpu(), y_cpu)

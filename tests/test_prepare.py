@@ -57,6 +57,10 @@ def test_char_shakespeare_golden(shakespeare_path, tmp_path):
     assert tok.decode(train[:200].tolist()) == text[:200]
     assert tok.decode(load_split(tmp_path / "ds", "val").tolist()) == text[1_003_854:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp folders left
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "ds").stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "ds").iterdir()} == {0o666 & ~mask}
 
 
 @pytest.mark.parametrize("kind", ["char", "word", "gpt2", "bpe"])

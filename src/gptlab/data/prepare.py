@@ -236,8 +236,19 @@ def _existing_dataset(out: Path, opts: PrepareOptions, sha: str, force: bool) ->
     )
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _install(tmp: Path, out: Path) -> None:
     """Move the finished folder `tmp` to `out`, replacing an old dataset or empty folder."""
+    # mkdtemp/mkstemp create private (0700/0600) entries; give the dataset normal modes.
+    mask = _umask()
+    os.chmod(tmp, 0o777 & ~mask)
+    for path in tmp.iterdir():
+        os.chmod(path, 0o666 & ~mask)
     if not out.exists():
         os.replace(tmp, out)
         return
