@@ -234,6 +234,7 @@ def test_sample_next_token_filters():
         ({"idx": torch.ones(1, 3)}, "prompt ids must be integers"),
         ({"idx": [], "start_token": 23}, r"start_token=23 is outside the vocabulary"),
         ({"num_samples": 0}, "num_samples must be an integer ≥ 1, got 0"),
+        ({"idx": [[1, 2], [3]]}, "prompt must be a list of token ids or of equal-length rows"),
     ],
 )
 def test_bad_generation_arguments_are_clear_errors(kwargs, message):

@@ -173,7 +173,12 @@ def _prepare_prompt(
 ) -> Tensor:
     """Any accepted prompt form → a (B·num_samples, T ≥ 1) int64 tensor on `device`."""
     if not isinstance(idx, Tensor):
-        idx = torch.tensor(idx, dtype=torch.long)
+        try:
+            idx = torch.tensor(idx, dtype=torch.long)
+        except (TypeError, ValueError) as exc:
+            raise GptlabError(
+                f"prompt must be a list of token ids or of equal-length rows ({exc})"
+            ) from exc
         if idx.dim() == 2 and idx.shape[0] == 0:
             idx = idx.reshape(1, 0)
     if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.dtype.is_complex:
