@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gptlab.errors import GptlabError
 from gptlab.generate import generate, sample_next_token, stream
@@ -232,6 +234,7 @@ def test_sample_next_token_filters():
         ({"idx": torch.ones(1, 3)}, "prompt ids must be integers"),
         ({"idx": [], "start_token": 23}, r"start_token=23 is outside the vocabulary"),
         ({"num_samples": 0}, "num_samples must be an integer ≥ 1, got 0"),
+        ({"idx": [[1, 2], [3]]}, "prompt must be a list of token ids or of equal-length rows"),
     ],
 )
 def test_bad_generation_arguments_are_clear_errors(kwargs, message):
@@ -260,3 +263,22 @@ def test_bigram_generates_from_its_last_token():
         expected = seed_loop(model, torch.zeros(1, 1, dtype=torch.long), 30, 10**9,
                              generator=torch.Generator().manual_seed(1))
     assert torch.equal(out, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    vocab=st.integers(1, 40),
+    temperature=st.floats(0.0, 3.0),
+    top_k=st.one_of(st.none(), st.integers(1, 60)),
+    top_p=st.one_of(st.none(), st.floats(0.01, 1.0)),
+)
+def test_sampled_ids_are_in_the_vocabulary_and_filters_hold(seed, vocab, temperature, top_k, top_p):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(8, vocab, generator=gen) * 3
+    ids = sample_next_token(logits, temperature, top_k, top_p, generator=gen)
+    assert ids.shape == (8,) and ids.dtype == torch.long
+    assert ((ids >= 0) & (ids < vocab)).all()
+    if top_k is not None:  # every pick is among the row's top_k (ties aside)
+        kth = torch.topk(logits, min(top_k, vocab), dim=-1).values[:, -1]
+        assert (logits.gather(1, ids[:, None]).squeeze(1) >= kth).all()

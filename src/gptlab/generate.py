@@ -72,12 +72,15 @@ def sample_next_token(
     """
     if greedy or temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature  # (B, V)
+    # float64 and the row max subtracted first: a tiny temperature then sends the other
+    # logits towards -inf instead of overflowing to nan
+    logits = logits.double()
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # (B, V)
     V = logits.shape[-1]
     if top_k is not None and top_k < V:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1) k-th largest
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)  # (B, V)
+    probs = F.softmax(logits, dim=-1).float()  # (B, V)
     if top_p is not None and top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V)
@@ -170,7 +173,12 @@ def _prepare_prompt(
 ) -> Tensor:
     """Any accepted prompt form → a (B·num_samples, T ≥ 1) int64 tensor on `device`."""
     if not isinstance(idx, Tensor):
-        idx = torch.tensor(idx, dtype=torch.long)
+        try:
+            idx = torch.tensor(idx, dtype=torch.long)
+        except (TypeError, ValueError) as exc:
+            raise GptlabError(
+                f"prompt must be a list of token ids or of equal-length rows ({exc})"
+            ) from exc
         if idx.dim() == 2 and idx.shape[0] == 0:
             idx = idx.reshape(1, 0)
     if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.dtype.is_complex:

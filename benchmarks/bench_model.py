@@ -1,0 +1,150 @@
+"""Training-step throughput: fused vs reference attention, and AdamW variants.
+
+For each shape, one training step (forward + backward + AdamW step) on random tokens is
+timed for `fused` and `reference` attention in the same run; the table gives the median
+tokens/s, the model FLOP utilisation (MFU: 6·N + 12·L·T·C FLOPs per token over the
+torch.mm peak measured at the start of the run) and the fused/reference ratio. A second
+table splits a step at the small shapes into forward+backward and optimizer time for
+AdamW's three CPU implementations (for-loop default, foreach, fused).
+
+    PYTHONPATH=src python benchmarks/bench_model.py                 # all three shapes
+    PYTHONPATH=src python benchmarks/bench_model.py --shapes small mid --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from gptlab.model import GPT, ModelConfig
+
+# name: (batch, block, n_embd, n_head, n_layer)
+SHAPES = {
+    "small": (16, 32, 64, 4, 4),  # the seed's lecture model
+    "mid": (12, 64, 128, 4, 4),
+    "lecture": (64, 256, 384, 6, 6),  # seed 003's large model (10.7M parameters)
+}
+VOCAB = 65
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    """Median fp32 GFLOP/s of torch.mm on n×n matrices."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def make_model(shape: str, attention: str) -> tuple[GPT, int, int]:
+    B, T, C, nh, L = SHAPES[shape]
+    cfg = ModelConfig(
+        vocab_size=VOCAB, block_size=T, n_layer=L, n_head=nh, n_embd=C, dropout=0.0,
+        attention=attention,
+    )
+    torch.manual_seed(0)
+    return GPT(cfg), B, T
+
+
+class Trainee:
+    """A model, its AdamW and a fixed random batch: `step()` times one training step."""
+
+    def __init__(self, shape: str, attention: str, optimizer_kwargs: dict) -> None:
+        self.model, B, T = make_model(shape, attention)
+        self.tokens = B * T
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, **optimizer_kwargs)
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, VOCAB, (B, T), generator=gen)
+        self.y = torch.randint(0, VOCAB, (B, T), generator=gen)
+        self.fwd_bwd: list[float] = []
+        self.optim: list[float] = []
+
+    def step(self) -> None:
+        start = time.perf_counter()
+        _, loss = self.model(self.x, self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        middle = time.perf_counter()
+        self.opt.step()
+        self.fwd_bwd.append(middle - start)
+        self.optim.append(time.perf_counter() - middle)
+
+    def median_step(self) -> float:
+        # the first step is a warm-up
+        steps = zip(self.fwd_bwd[1:], self.optim[1:], strict=True)
+        return statistics.median(a + b for a, b in steps)
+
+
+def run_interleaved(trainees: list[Trainee], steps: int) -> None:
+    """Alternate the contenders step by step, so load changes hit them alike."""
+    for _ in range(steps + 1):
+        for trainee in trainees:
+            trainee.step()
+
+
+def attention_table(shapes: list[str], steps: dict[str, int], peak: float) -> None:
+    print("| shape (B, T, C, nh, L) | params | attention | tokens/s | MFU | fused/ref |")
+    print("|---|---|---|---|---|---|")
+    for shape in shapes:
+        fused, ref = Trainee(shape, "fused", {}), Trainee(shape, "reference", {})
+        run_interleaved([fused, ref], steps[shape])
+        ratio = ref.median_step() / fused.median_step()
+        for name, trainee in (("fused", fused), ("reference", ref)):
+            rate = trainee.tokens / trainee.median_step()
+            T = SHAPES[shape][1]
+            mfu = trainee.model.flops_per_token(T) * rate / (peak * 1e9)
+            print(
+                f"| {shape} {SHAPES[shape]} | {trainee.model.num_parameters():,} | {name} | "
+                f"{rate:,.0f} | {mfu:.0%} | {f'{ratio:.2f}x' if name == 'fused' else ''} |",
+                flush=True,
+            )
+
+
+def optimizer_table(shape: str, steps: int) -> None:
+    print(f"\nAdamW on CPU at the {shape} shapes, fused attention (medians, interleaved):")
+    print("| AdamW | forward+backward ms | optimizer ms | step ms | tokens/s |")
+    print("|---|---|---|---|---|")
+    variants = [
+        ("default (for-loop on CPU)", {}),
+        ("foreach=True", {"foreach": True}),
+        ("fused=True", {"fused": True}),
+    ]
+    trainees = [Trainee(shape, "fused", kwargs) for _, kwargs in variants]
+    run_interleaved(trainees, steps)
+    for (name, _), t in zip(variants, trainees, strict=True):
+        fb_ms = statistics.median(t.fwd_bwd[1:]) * 1e3
+        op_ms = statistics.median(t.optim[1:]) * 1e3
+        print(
+            f"| {name} | {fb_ms:.1f} | {op_ms:.2f} | {fb_ms + op_ms:.1f} | "
+            f"{t.tokens / (fb_ms + op_ms) * 1e3:,.0f} |",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (small, mid)")
+    parser.add_argument("--lecture-steps", type=int, default=3, help="timed steps (lecture)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--no-optimizer-table", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peak = matmul_peak()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"torch.mm 2048² fp32 peak {peak:.0f} GFLOP/s\n")
+    steps = {"small": args.steps, "mid": args.steps, "lecture": args.lecture_steps}
+    attention_table(args.shapes, steps, peak)
+    if not args.no_optimizer_table:
+        optimizer_table("small", args.steps * 3)
+
+
+if __name__ == "__main__":
+    main()
