@@ -17,8 +17,10 @@ import torch.nn.functional as F
 TINY = dict(n_layer=2, n_head=2, n_embd=16, block_size=32)
 
 
-def tiny_hf_model(vocab_size: int = 50257, seed: int = 0, **config_kwargs):
-    """A random `GPT2LMHeadModel` (2 layers, 2 heads, 16 channels, 32 positions), eval mode.
+def tiny_hf_model(
+    vocab_size: int = 50257, seed: int = 0, block_size: int = TINY["block_size"], **config_kwargs
+):
+    """A random `GPT2LMHeadModel` (2 layers, 2 heads, 16 channels), eval mode.
 
     Every parameter, LayerNorms and biases included, is random so that a misplaced or
     untransposed tensor changes the logits.
@@ -26,7 +28,7 @@ def tiny_hf_model(vocab_size: int = 50257, seed: int = 0, **config_kwargs):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
-        vocab_size=vocab_size, n_positions=TINY["block_size"], n_embd=TINY["n_embd"],
+        vocab_size=vocab_size, n_positions=block_size, n_embd=TINY["n_embd"],
         n_layer=TINY["n_layer"], n_head=TINY["n_head"],
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **config_kwargs,
     )
@@ -42,6 +44,18 @@ def hf_logits(model, idx: torch.Tensor) -> torch.Tensor:
     """Logits (B, T, V) of a Hugging Face causal LM."""
     with torch.no_grad():
         return model(idx).logits
+
+
+def greedy_tokens(logits_fn, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """Greedy decoding by full recompute: idx (B, T) -> (B, T + max_new_tokens).
+
+    `logits_fn(idx)` returns logits (B, T, V) or (B, 1, V) for the last position.
+    """
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = logits_fn(idx)[:, -1, :]  # (B, V)
+        idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
+    return idx
 
 
 def reference_logits(
