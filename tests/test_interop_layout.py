@@ -75,7 +75,7 @@ def test_read_hf_dir_safetensors(hf_model, hf_dir):
     fields, state = hf.read_hf_dir(hf_dir)
     assert fields == {
         "vocab_size": 64, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16,
-        "dropout": 0.0, "bias": True, "qkv_bias": True, "activation": "gelu_tanh",
+        "dropout": 0.0, "bias": True, "qkv_bias": True, "activation": "gelu",
         "pos_encoding": "learned", "tie_weights": True,
     }
     assert "lm_head.weight" not in state
@@ -203,7 +203,7 @@ def test_export_config_lists_every_incompatible_field():
         "this model cannot be exported as GPT-2; incompatible fields: "
         "pos_encoding='rope' (GPT-2 needs 'learned'); bias=False (GPT-2 needs True); "
         "qkv_bias=False (GPT-2 needs True); tie_weights=False (GPT-2 needs True); "
-        "activation='relu' (GPT-2 needs 'gelu_tanh' or 'gelu')"
+        "activation='relu' (GPT-2 needs 'gelu' or 'gelu_exact')"
     )
 
 
@@ -225,7 +225,7 @@ def test_nanogpt_checkpoint_reads_with_its_weights(tmp_path, bias, compiled):
     weights = nanogpt_checkpoint(path, bias=bias, compiled=compiled, with_mask_buffers=True)
     fields, state = nanogpt.read_nanogpt_checkpoint(path)
     assert fields == dict(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=16,
-                          dropout=0.0, bias=bias, qkv_bias=bias, activation="gelu",
+                          dropout=0.0, bias=bias, qkv_bias=bias, activation="gelu_exact",
                           pos_encoding="learned", tie_weights=True)
     weights.pop("lm_head.weight")
     assert state.keys() == weights.keys()

@@ -7,8 +7,9 @@ tests use `transformers.GPT2LMHeadModel` as the oracle.
 
 Config mapping (GPT-2 name → gptlab `ModelConfig` field):
 `vocab_size` → vocab_size, `n_positions` → block_size, `n_layer`, `n_head`, `n_embd` → same,
-`resid_pdrop` → dropout, `activation_function` "gelu_new"/"gelu_pytorch_tanh" → "gelu_tanh"
-and "gelu" → "gelu" (exact, erf), `tie_word_embeddings` → tie_weights; GPT-2 always has
+`resid_pdrop` → dropout, `activation_function` "gelu_new"/"gelu_pytorch_tanh" (GPT-2's tanh
+approximation) → "gelu" and "gelu" (exact, erf) → "gelu_exact", `tie_word_embeddings` →
+tie_weights; GPT-2 always has
 learned positions and biases everywhere. The weight mapping is in `gptlab.interop.layout`.
 """
 
@@ -35,9 +36,10 @@ GPT2_VOCAB_SIZE = 50257
 GPT2_EOT_ID = 50256
 LAYER_NORM_EPS = 1e-5
 
-# HF activation_function → gptlab activation. "gelu_new" is GPT-2's tanh approximation.
-_ACTIVATIONS_IN = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
-_ACTIVATIONS_OUT = {"gelu_tanh": "gelu_new", "gelu": "gelu"}
+# HF activation_function → gptlab activation. HF's "gelu_new" is GPT-2's tanh approximation,
+# which gptlab calls "gelu"; HF's "gelu" is the exact (erf) GELU, gptlab's "gelu_exact".
+_ACTIVATIONS_IN = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu_exact"}
+_ACTIVATIONS_OUT = {"gelu": "gelu_new", "gelu_exact": "gelu"}
 
 # gptlab fields GPT-2 fixes, with the value it needs (export refuses anything else).
 _GPT2_FIXED: dict[str, Any] = {
@@ -139,7 +141,7 @@ def hf_config_from_model_fields(fields: dict[str, Any], *, gpt2_tokenizer: bool)
     ]
     activation = fields.get("activation")
     if activation not in _ACTIVATIONS_OUT:
-        bad.append(f"activation={activation!r} (GPT-2 needs 'gelu_tanh' or 'gelu')")
+        bad.append(f"activation={activation!r} (GPT-2 needs 'gelu' or 'gelu_exact')")
     unknown = sorted(set(fields) - set(_GPT2_FIXED) - _FREE_FIELDS - {"activation"})
     if unknown:
         logger.warning("export: ignoring model fields GPT-2 has no setting for: %s", unknown)

@@ -4,7 +4,8 @@ nanoGPT's train.py saves `{"model": state_dict, "optimizer": ..., "model_args": 
 n_head, n_embd, block_size, bias, vocab_size, dropout}, "iter_num", "best_val_loss",
 "config"}` with `torch.save`. Its module names are GPT-2's in `nn.Linear` layout, i.e.
 gptlab's, so no transpose is needed; keys saved from a `torch.compile`d model carry an
-`_orig_mod.` prefix, which is stripped. nanoGPT uses the exact (erf) GELU, `nn.GELU()`, and
+`_orig_mod.` prefix, which is stripped. nanoGPT uses the exact (erf) GELU, `nn.GELU()`
+(gptlab's "gelu_exact"; gptlab's "gelu" is GPT-2's tanh approximation), and
 `bias` switches the biases of every Linear and LayerNorm at once.
 
 Nothing pickled is executed: `ckpt.pt` is read with `torch.load(weights_only=True)`, and
@@ -37,7 +38,7 @@ def read_nanogpt_checkpoint(ckpt_path: Path) -> tuple[dict[str, Any], dict[str, 
 
     Returns:
         fields: vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, qkv_bias,
-            activation="gelu", pos_encoding="learned", tie_weights=True.
+            activation="gelu_exact", pos_encoding="learned", tie_weights=True.
         state: gptlab-layout state dict without `lm_head.weight` (tied to wte), checked
             against the shapes model_args imply.
 
@@ -64,7 +65,7 @@ def read_nanogpt_checkpoint(ckpt_path: Path) -> tuple[dict[str, Any], dict[str, 
         "dropout": float(args.get("dropout", 0.0)),
         "bias": bool(args["bias"]),
         "qkv_bias": bool(args["bias"]),
-        "activation": "gelu",
+        "activation": "gelu_exact",  # nanoGPT's nn.GELU() is the exact (erf) GELU
         "pos_encoding": "learned",
         "tie_weights": True,
     }

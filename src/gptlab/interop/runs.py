@@ -62,12 +62,15 @@ def build_model(fields: dict[str, Any], state: dict[str, torch.Tensor], source: 
     """
     from gptlab.model import GPT, ModelConfig
 
-    config = ModelConfig.from_dict(dict(fields))
+    config = ModelConfig.from_dict(_supported_activation(dict(fields), source))
     model = GPT(config)
     params = dict(model.named_parameters(remove_duplicate=False))
     state = dict(state)
     if "lm_head.weight" in params and "lm_head.weight" not in state and config.tie_weights:
         state["lm_head.weight"] = state["transformer.wte.weight"]
+    if "lm_head.bias" in params and "lm_head.bias" not in state:
+        # gptlab's untied head has a bias when `bias`; GPT-2's has none: zero is the same map.
+        state["lm_head.bias"] = torch.zeros_like(params["lm_head.bias"])
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
     wrong = sorted(k for k in set(params) & set(state) if params[k].shape != state[k].shape)
@@ -80,6 +83,20 @@ def build_model(fields: dict[str, Any], state: dict[str, torch.Tensor], source: 
         for key, tensor in state.items():
             params[key].copy_(tensor)
     return model
+
+
+def _supported_activation(fields: dict[str, Any], source: str) -> dict[str, Any]:
+    """Fall back from exact to tanh GELU when this gptlab's model lacks "gelu_exact"."""
+    from gptlab.model import config as model_config
+
+    choices = getattr(model_config, "ACTIVATIONS", ())
+    if fields.get("activation") == "gelu_exact" and "gelu_exact" not in choices:
+        logger.warning(
+            "%s uses the exact (erf) GELU, which this gptlab's model lacks: using the tanh "
+            "approximation, so outputs differ slightly (about 1e-4) from the original", source,
+        )
+        fields["activation"] = "gelu"
+    return fields
 
 
 def crop_block_size(fields: dict[str, Any], state: dict[str, torch.Tensor], block_size: int):
@@ -173,7 +190,7 @@ def _write_imported_run(out_dir: Path, fields, state, tokenizer, source: str) ->
 
     model = build_model(fields, state, source)
     with staged_dir(out_dir) as tmp_dir:
-        write_run(tmp_dir, model, tokenizer)
+        write_run(tmp_dir, model, tokenizer, data={"imported_from": source})
     logger.info("imported %s into %s", source, out_dir)
     return Path(out_dir)
 
@@ -238,9 +255,7 @@ def _parameters(model) -> dict[str, torch.Tensor]:
 
 
 def _is_gpt2_tokenizer(tokenizer) -> bool:
-    from gptlab.tokenizers import GPT2Tokenizer
-
-    return isinstance(tokenizer, GPT2Tokenizer)
+    return getattr(tokenizer, "name", None) == "gpt2"
 
 
 def _write_gpt2_tokenizer_files(out_dir: Path) -> None:
