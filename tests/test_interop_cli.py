@@ -8,11 +8,17 @@ import pickle
 
 import pytest
 import torch
-from interop_helpers import nanogpt_checkpoint, tiny_hf_model
+from interop_helpers import nanogpt_checkpoint, one_thread, tiny_hf_model
 
 from gptlab.cli import main
 
 pytest.importorskip("transformers")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from interop_helpers import (
     hf_logits,
     nanogpt_checkpoint,
     nanogpt_meta,
+    one_thread,
     reference_logits,
     tiny_hf_model,
 )
@@ -25,6 +26,13 @@ from gptlab.errors import GptlabError
 from gptlab.interop import hf, layout, nanogpt
 
 transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
+
 
 IDX = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8], [2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5]])
 
