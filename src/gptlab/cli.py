@@ -15,7 +15,9 @@ from gptlab import __version__
 from gptlab.errors import GptlabError
 
 # Subcommand modules under gptlab.commands, in the order `gptlab --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("import_", "export")
+COMMAND_MODULES: tuple[str, ...] = (
+    "prepare", "corpus", "train", "sample", "eval", "plot", "import_", "export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

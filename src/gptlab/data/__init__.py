@@ -1,0 +1,51 @@
+"""The data side of gptlab: corpus sources and cache, `prepare`, and batching.
+
+Public names:
+- `prepare(inputs, out, tokenizer=...)` → dataset folder (train.bin, val.bin, meta.json,
+  tokenizer.json); `load_meta(data_dir)`, `load_split(data_dir, "train" | "val")`.
+- `RandomBatches` (the seed's `get_batch`), `SlidingWindowDataset`, `create_dataloader`.
+- Named corpora: `fetch_corpus`, `add_corpus`, `list_corpora`, `cache_dir`, `NAMED_CORPORA`.
+"""
+
+from typing import TYPE_CHECKING
+
+from gptlab.data.corpus import (
+    NAMED_CORPORA,
+    add_corpus,
+    cache_dir,
+    fetch_corpus,
+    list_corpora,
+    resolve_sources,
+)
+from gptlab.data.prepare import load_meta, load_split, prepare, token_dtype
+
+if TYPE_CHECKING:
+    from gptlab.data.batching import RandomBatches, SlidingWindowDataset, create_dataloader
+
+_BATCHING = ("RandomBatches", "SlidingWindowDataset", "create_dataloader")
+
+
+def __getattr__(name: str):
+    # Batching needs torch (~200 MB of RSS to import); prepare does not, so load it lazily.
+    if name in _BATCHING:
+        from gptlab.data import batching
+
+        return getattr(batching, name)
+    raise AttributeError(f"module 'gptlab.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "NAMED_CORPORA",
+    "RandomBatches",
+    "SlidingWindowDataset",
+    "add_corpus",
+    "cache_dir",
+    "create_dataloader",
+    "fetch_corpus",
+    "list_corpora",
+    "load_meta",
+    "load_split",
+    "prepare",
+    "resolve_sources",
+    "token_dtype",
+]
