@@ -21,14 +21,13 @@ from interop_helpers import (
     tiny_hf_model,
 )
 
+import gptlab.model as model_module
+from gptlab import checkpoint, tokenizers
 from gptlab.cli import main
 from gptlab.errors import GptlabError
 from gptlab.interop import runs
 
 transformers = pytest.importorskip("transformers")
-checkpoint = pytest.importorskip("gptlab.checkpoint")
-model_module = pytest.importorskip("gptlab.model")
-tokenizers = pytest.importorskip("gptlab.tokenizers")
 
 BLOCK = 64  # room for a 6-token prompt and 50 greedy tokens without cropping
 PROMPT = torch.tensor([[464, 2068, 7586, 21831, 18045, 625], [15496, 11, 995, 0, 50256, 13]])
@@ -118,11 +117,14 @@ def test_export_loads_in_transformers_with_equal_outputs(imported, tmp_path):
     assert hf_tokenizer(SEED_TEXT)["input_ids"] == SEED_IDS == run.tokenizer.encode(SEED_TEXT)
 
 
-def test_round_trip_gptlab_hf_gptlab_is_bitwise(tmp_path):
+@pytest.mark.parametrize(("activation", "hf_activation"), [("gelu", "gelu_new"),
+                                                            ("gelu_exact", "gelu")])
+def test_round_trip_gptlab_hf_gptlab_is_bitwise(tmp_path, activation, hf_activation):
     torch.manual_seed(1)
     config = model_module.ModelConfig(
         vocab_size=50257, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
-        bias=True, qkv_bias=True, activation="gelu", pos_encoding="learned", tie_weights=True,
+        bias=True, qkv_bias=True, activation=activation, pos_encoding="learned",
+        tie_weights=True,
     )
     model = model_module.GPT(config)
     with torch.no_grad():
@@ -131,7 +133,7 @@ def test_round_trip_gptlab_hf_gptlab_is_bitwise(tmp_path):
     checkpoint.write_run(tmp_path / "orig", model, tokenizers.GPT2Tokenizer())
     runs.export_hf(tmp_path / "orig", tmp_path / "hf")
     hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert hf_config["activation_function"] == "gelu_new"
+    assert hf_config["activation_function"] == hf_activation
     runs.import_hf(tmp_path / "hf", tmp_path / "back")
     a = checkpoint.load_run(tmp_path / "orig").model
     b = checkpoint.load_run(tmp_path / "back").model
@@ -178,25 +180,22 @@ def test_import_nanogpt_char_model(tmp_path, capsys):
     assert run.tokenizer.encode(text) == ids
     assert run.tokenizer.decode(ids) == text
     idx = torch.tensor([ids])
-    expected = reference_logits(weights, 2, idx, approximate=_gelu_of(run.model))
+    expected = reference_logits(weights, 2, idx, approximate="none")
     torch.testing.assert_close(gptlab_logits(run.model, idx), expected, atol=1e-5, rtol=0)
 
 
-def _gelu_of(model) -> str:
-    """F.gelu's `approximate` for the model's activation: the logits check the weight mapping
-    exactly either way; `test_nanogpt_import_keeps_exact_gelu` checks the activation."""
-    return {"gelu_exact": "none", "gelu": "tanh"}[model.config.activation]
-
-
-@pytest.mark.skipif(
-    "gelu_exact" not in getattr(model_module.config, "ACTIVATIONS", ()),
-    reason="gptlab.model has no exact-GELU activation 'gelu_exact' yet (nanoGPT uses nn.GELU())",
-)
-def test_nanogpt_import_keeps_exact_gelu(tmp_path):
+def test_nanogpt_import_exports_to_transformers_exactly(tmp_path):
+    """nanoGPT's exact GELU survives import and export: transformers' "gelu" is erf GELU."""
     ckpt = tmp_path / "ckpt.pt"
-    nanogpt_checkpoint(ckpt, vocab_size=50257)
+    weights = nanogpt_checkpoint(ckpt, vocab_size=50257)
     runs.import_nanogpt(ckpt, tmp_path / "run")
     assert checkpoint.load_run(tmp_path / "run").model.config.activation == "gelu_exact"
+    runs.export_hf(tmp_path / "run", tmp_path / "hf")
+    exported = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    assert exported.config.activation_function == "gelu"
+    idx = PROMPT[:, :5]
+    expected = reference_logits(weights, 2, idx, approximate="none")
+    torch.testing.assert_close(hf_logits(exported, idx), expected, atol=1e-5, rtol=0)
 
 
 def test_import_nanogpt_without_bias(tmp_path):
@@ -206,7 +205,7 @@ def test_import_nanogpt_without_bias(tmp_path):
     run = checkpoint.load_run(tmp_path / "run")
     assert isinstance(run.tokenizer, tokenizers.GPT2Tokenizer)
     idx = PROMPT[:, :5]
-    expected = reference_logits(weights, 2, idx, approximate=_gelu_of(run.model))
+    expected = reference_logits(weights, 2, idx, approximate="none")
     torch.testing.assert_close(gptlab_logits(run.model, idx), expected, atol=1e-5, rtol=0)
 
 

@@ -62,7 +62,7 @@ def build_model(fields: dict[str, Any], state: dict[str, torch.Tensor], source: 
     """
     from gptlab.model import GPT, ModelConfig
 
-    config = ModelConfig.from_dict(_supported_activation(dict(fields), source))
+    config = ModelConfig.from_dict(dict(fields))
     model = GPT(config)
     params = dict(model.named_parameters(remove_duplicate=False))
     state = dict(state)
@@ -83,20 +83,6 @@ def build_model(fields: dict[str, Any], state: dict[str, torch.Tensor], source: 
         for key, tensor in state.items():
             params[key].copy_(tensor)
     return model
-
-
-def _supported_activation(fields: dict[str, Any], source: str) -> dict[str, Any]:
-    """Fall back from exact to tanh GELU when this gptlab's model lacks "gelu_exact"."""
-    from gptlab.model import config as model_config
-
-    choices = getattr(model_config, "ACTIVATIONS", ())
-    if fields.get("activation") == "gelu_exact" and "gelu_exact" not in choices:
-        logger.warning(
-            "%s uses the exact (erf) GELU, which this gptlab's model lacks: using the tanh "
-            "approximation, so outputs differ slightly (about 1e-4) from the original", source,
-        )
-        fields["activation"] = "gelu"
-    return fields
 
 
 def crop_block_size(fields: dict[str, Any], state: dict[str, torch.Tensor], block_size: int):
