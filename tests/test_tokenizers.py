@@ -210,6 +210,8 @@ def test_gpt2_local_files_hash_check(monkeypatch, tmp_path):
 
 def test_gpt2_parallel_array_equals_serial(shakespeare):
     tok = GPT2Tokenizer()
+    lone = "a\ud800b"  # not encodable as UTF-8: both paths replace it like tiktoken
+    assert tok.encode_to_array(lone).tolist() == tok.encode(lone) == tok.encode("a\ufffdb")
     serial = tok.encode(shakespeare)
     assert tok.encode_to_array(shakespeare, num_threads=2).tolist() == serial
     assert tok.encode_batch([shakespeare[:5000], "", ALVAZSKA], num_threads=2) == [

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by gptlab train")
     add_option(p, "prompt", default="", help="text to continue ('' starts from a newline)")
     add_option(p, "max_new_tokens", type=int, default=500, help="tokens to generate per sample")
-    add_option(p, "temperature", type=float, default=1.0, help="softmax temperature (> 0)")
+    add_option(p, "temperature", type=float, default=1.0,
+               help="softmax temperature (0: greedy)")
     add_option(p, "top_k", type=int, default=None, help="keep only the k likeliest tokens")
     add_option(p, "top_p", type=float, default=None, help="nucleus sampling threshold in (0, 1]")
     add_option(p, "greedy", action="store_true", help="always take the likeliest token")
@@ -43,8 +44,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-new-tokens {args.max_new_tokens} must be >= 0")
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples {args.num_samples} must be >= 1")
-    if args.temperature <= 0:
-        raise ConfigError(f"--temperature {args.temperature} must be > 0 (use --greedy)")
+    if args.temperature < 0:
+        raise ConfigError(f"--temperature {args.temperature} must be >= 0 (0 means greedy)")
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k} must be >= 1")
     if args.top_p is not None and not 0 < args.top_p <= 1:
@@ -67,10 +68,11 @@ def _prompt_ids(tokenizer, prompt: str) -> list[int]:
         return [0]
 
 
-def stream_sample(run, args: argparse.Namespace, seed: int | None, out=sys.stdout) -> None:
-    """Write prompt + continuation to `out` as tokens arrive."""
+def stream_sample(run, args: argparse.Namespace, seed: int | None, out=None) -> None:
+    """Write prompt + continuation to `out` (default stdout) as tokens arrive."""
     import torch
 
+    out = out or sys.stdout
     from gptlab.generate import stream
 
     tok = run.tokenizer
@@ -84,7 +86,7 @@ def stream_sample(run, args: argparse.Namespace, seed: int | None, out=sys.stdou
     written = 0
     for token in stream(run.model, idx, args.max_new_tokens, temperature=args.temperature,
                         top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, seed=seed):
-        new.append(int(token))
+        new.append(int(token.item()))
         text = tok.decode(ids + new)[len(prefix):]
         if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
             continue

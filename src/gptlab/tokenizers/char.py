@@ -62,7 +62,7 @@ class CharTokenizer(Tokenizer):
         # Lookup table: code point -> id, -1 where absent. The last slot catches every code
         # point above the vocabulary's largest, so indexing never goes out of range.
         codes = code_points("".join(chars))
-        self._table = np.full(int(codes.max()) + 2, -1, dtype=np.int64)
+        self._table = np.full(int(codes.max()) + 2, -1, dtype=np.int32)
         self._table[codes] = np.arange(len(chars))
 
     @classmethod
@@ -83,14 +83,15 @@ class CharTokenizer(Tokenizer):
 
     def encode_to_array(self, text: str) -> np.ndarray:
         """Encode with a vectorized table lookup: (len(text),) uint32 ids."""
-        codes = code_points(text)
-        ids = self._table[np.minimum(codes, len(self._table) - 1)]  # (N,) int64, -1 = unknown
-        missing = ids < 0
-        if missing.any():
+        codes = code_points(text)  # (N,) uint32
+        # mode="clip" sends every code point above the table to its last slot, the -1 sentinel.
+        ids = np.take(self._table, codes, mode="clip")  # (N,) int32, -1 = unknown
+        if ids.size and ids.min() < 0:
+            missing = ids < 0
             if not self.unk:
                 self._raise_unknown(text, int(np.argmax(missing)))
             ids[missing] = self.special_tokens[UNK]
-        return ids.astype(np.uint32)
+        return ids.view(np.uint32)  # every id is now >= 0: reinterpret without a copy
 
     def _raise_unknown(self, text: str, pos: int) -> None:
         line = text.count("\n", 0, pos) + 1

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -136,14 +137,26 @@ class GPT2Tokenizer(Tokenizer):
         return self.encoding.encode_batch(texts, num_threads=n, allowed_special=self._allowed)
 
     def encode_to_array(self, text: str, num_threads: int = 0) -> np.ndarray:
-        """Encode into (n_tokens,) uint32; long texts are split where it cannot change the ids
-        and encoded on all cores."""
+        """Encode into (n_tokens,) uint32 ids without building a Python list.
+
+        Texts of 1M+ characters are cut where the cut cannot change the ids (see
+        `chunking.split_for_parallel`) and the pieces encoded on `num_threads` threads
+        (0 = all cores); tiktoken releases the GIL while it encodes.
+        """
         n = resolve_num_threads(num_threads)
         if n == 1 or len(text) < _PARALLEL_MIN_CHARS:
-            return np.asarray(self.encode(text), dtype=np.uint32)
+            return self._encode_numpy(text)
         pieces = split_for_parallel(text, n_pieces=4 * n)
-        batches = self.encode_batch(pieces, num_threads=n)
-        return np.concatenate([np.asarray(ids, dtype=np.uint32) for ids in batches])
+        with ThreadPoolExecutor(n) as pool:
+            arrays = list(pool.map(self._encode_numpy, pieces))
+        return np.concatenate(arrays)
+
+    def _encode_numpy(self, text: str) -> np.ndarray:
+        try:
+            ids = self.encoding.encode_to_numpy(text, allowed_special=self._allowed)
+        except UnicodeEncodeError:  # lone surrogates: encode() replaces them, as tiktoken does
+            ids = self.encode(text)
+        return np.asarray(ids, dtype=np.uint32)
 
     def decode(self, ids: Sequence[int]) -> str:
         self.check_ids(ids)

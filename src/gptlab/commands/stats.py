@@ -1,0 +1,76 @@
+"""`gptlab stats`: corpus statistics, optionally with a tokenizer's token count."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from gptlab.commands import add_option, new_command
+from gptlab.errors import GptlabError
+
+DESCRIPTION = """\
+Print characters, bytes, lines and distinct characters of text files (joined in order),
+and with --tokenizer the number of tokens and tokens per character. --tokenizer takes a
+kind (char, word and bpe learn their vocabulary from these files) or a saved tokenizer
+JSON file (e.g. a prepared dataset's tokenizer.json).
+
+example: gptlab stats input.txt --tokenizer gpt2
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = new_command(subparsers, "stats", help="corpus statistics", description=DESCRIPTION)
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="UTF-8 text files")
+    add_option(p, "tokenizer", default=None, metavar="KIND_OR_JSON",
+               help="char, word, gpt2, bpe, or a saved tokenizer .json file")
+    add_option(p, "vocab_size", type=int, default=None, help="bpe vocabulary size (bpe only)")
+    add_option(p, "clean", default=None, metavar="STEPS",
+               help="comma-separated cleaning steps applied first (nfc,nfkc,newlines,lower,"
+                    "seed,strip); None keeps text as is")
+    add_option(p, "json", action="store_true", help="print one JSON object instead of lines")
+    p.set_defaults(func=run)
+
+
+def read_utf8(path: Path) -> str:
+    """The file's text; invalid UTF-8 is a GptlabError naming the file and byte offset."""
+    if path.is_dir():
+        raise GptlabError(f"{path} is a folder: give text files")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GptlabError(
+            f"{path} is not valid UTF-8 (byte offset {exc.start}): convert it to UTF-8"
+        ) from exc
+
+
+def _tokenizer(spec: str, text: str, vocab_size: int | None):
+    from gptlab.tokenizers import KINDS, build_tokenizer, load_tokenizer
+
+    if spec in KINDS:
+        return build_tokenizer(spec, text=text, vocab_size=vocab_size)
+    if spec.endswith(".json") or Path(spec).is_file():
+        return load_tokenizer(spec)
+    raise GptlabError(
+        f"--tokenizer {spec!r} is neither a kind ({', '.join(KINDS)}) nor a tokenizer .json file"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from gptlab.text import clean, corpus_stats, parse_steps
+
+    steps = parse_steps(args.clean)
+    text = "".join(read_utf8(path) for path in args.files)
+    text = clean(text, steps)
+    tok = _tokenizer(args.tokenizer, text, args.vocab_size) if args.tokenizer else None
+    stats = corpus_stats(text, tok)
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    for key, value in stats.items():
+        shown = f"{value:,}" if isinstance(value, int) else (
+            f"{value:.4f}" if isinstance(value, float) else value
+        )
+        print(f"{key:<20} {shown}")
+    return 0

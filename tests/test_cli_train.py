@@ -1,0 +1,162 @@
+"""`gptlab sample / eval / plot` on a tiny trained run, write_run/load_run, quick start."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptlab import checkpoint as ckpt
+from gptlab.cli import main
+from gptlab.errors import GptlabError
+from gptlab.generate import generate
+from gptlab.model import GPT, ModelConfig
+from gptlab.tokenizers import load_tokenizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_helpers import TINY_FLAGS, make_dataset, same_tensors, weights  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_text) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    data = make_dataset(tiny_text, root)
+    run = root / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *TINY_FLAGS,
+                 "--max-iters", "20", "--eval-interval", "10", "--learning-rate", "1e-2"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "eval", "plot"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert f"usage: gptlab {command}" in capsys.readouterr().out
+
+
+def test_sample_streams_prompt_and_continuation(run_dir, capsys):
+    args = ["sample", str(run_dir), "--prompt", "First", "--max-new-tokens", "30",
+            "--seed", "3", "--top-k", "5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("First") and out.endswith("\n")
+    run = ckpt.load_run(run_dir)
+    ids = run.tokenizer.encode("First")
+    expected = generate(run.model, torch.tensor([ids]), 30, top_k=5, seed=3)
+    assert out == run.tokenizer.decode(expected[0].tolist()) + "\n"
+    assert main(args) == 0
+    assert capsys.readouterr().out == out  # same seed, same text
+
+
+def test_sample_many_separated_by_dashes(run_dir, capsys):
+    assert main(["sample", str(run_dir), "--prompt", "All:", "--max-new-tokens", "10",
+                 "--num-samples", "3", "--seed", "1", "--which", "latest"]) == 0
+    captured = capsys.readouterr()
+    samples = captured.out.split("---\n")
+    assert len(samples) == 3 and all(s.startswith("All:") for s in samples)
+    assert "---" not in captured.err
+
+
+def test_sample_greedy_is_deterministic(run_dir, capsys):
+    main(["sample", str(run_dir), "--greedy", "--max-new-tokens", "15"])
+    first = capsys.readouterr().out
+    main(["sample", str(run_dir), "--temperature", "0", "--max-new-tokens", "15"])
+    assert capsys.readouterr().out == first
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--top-p", "1.5"], "--top-p 1.5 must be in (0, 1]"),
+     (["--num-samples", "0"], "--num-samples 0 must be >= 1"),
+     (["--temperature", "-1"], "--temperature -1.0 must be >= 0")],
+)
+def test_sample_bad_options(run_dir, capsys, flags, message):
+    assert main(["sample", str(run_dir), *flags]) == 1
+    assert capsys.readouterr().err == f"error: {message}" + (
+        " (0 means greedy)\n" if "temperature" in message else "\n")
+
+
+def test_sample_missing_run(tmp_path, capsys):
+    assert main(["sample", str(tmp_path / "nope")]) == 1
+    assert "error: run folder" in capsys.readouterr().err
+
+
+def test_eval_prints_loss_perplexity_bits(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ppl"] == pytest.approx(math.exp(result["loss"]))
+    assert result["bpb"] == pytest.approx(result["loss"] / math.log(2))  # ASCII chars
+    assert result["tokens"] > 0
+    assert main(["eval", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"val loss     {result['loss']:.4f}\nperplexity ")
+    assert "bits/byte" in out
+
+
+def test_eval_refuses_another_tokenizer(run_dir, tmp_path, capsys):
+    other = make_dataset("zzz yyy 123\n" * 50, tmp_path)
+    assert main(["eval", str(run_dir), "--data", str(other)]) == 1
+    assert "was tokenized with another tokenizer" in capsys.readouterr().err
+
+
+def test_plot_writes_png(run_dir, tmp_path, capsys):
+    out = tmp_path / "loss.png"
+    assert main(["plot", str(run_dir), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["plot", str(tmp_path)]) == 1
+    assert "metrics.jsonl not found" in capsys.readouterr().err
+
+
+def test_write_run_then_load_run(run_dir, tmp_path):
+    """An importer's path: weights + tokenizer -> run folder -> load_run."""
+    source = ckpt.load_run(run_dir)
+    out = ckpt.write_run(tmp_path / "imported", source.model, run_dir / "tokenizer.json",
+                         data={"note": "test"})
+    loaded = ckpt.load_run(out, which="best")
+    assert same_tensors(loaded.model.state_dict(), source.model.state_dict())
+    assert loaded.config["data"] == {"note": "test"} and loaded.config["train"] == {}
+    assert same_tensors(weights(out / "best.safetensors"), weights(out / "model.safetensors"))
+
+
+def test_load_run_rejects_tokenizer_larger_than_vocab(run_dir, tmp_path):
+    tok = load_tokenizer(run_dir / "tokenizer.json")
+    small = GPT(ModelConfig(vocab_size=tok.vocab_size - 1, block_size=8, n_layer=1,
+                            n_head=1, n_embd=8))
+    out = ckpt.write_run(tmp_path / "bad", small, run_dir / "tokenizer.json")
+    with pytest.raises(GptlabError, match="the tokenizer does not belong to this model"):
+        ckpt.load_run(out)
+
+
+def test_sample_on_corrupt_weights_is_one_line_error(run_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (bad / name).write_bytes((run_dir / name).read_bytes())
+    (bad / "best.safetensors").write_bytes(b"\x00" * 64)
+    assert main(["sample", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "best.safetensors" in err
+
+
+@pytest.mark.slow
+def test_quick_start_trains_on_built_in_shakespeare(tmp_path, monkeypatch, shakespeare_path,
+                                                   capsys):
+    """`gptlab train` with no data flags prepares Shakespeare and trains cpu-quick."""
+    from gptlab.data import add_corpus
+
+    monkeypatch.setenv("GPTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    add_corpus("shakespeare", shakespeare_path)
+    run = tmp_path / "quick"
+    assert main(["train", "--out", str(run), "--max-iters", "2", "--eval-iters", "1",
+                 "--sample-tokens", "40", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["n_embd"] == 128 and config["model"]["vocab_size"] == 65
+    assert config["data"]["train_tokens"] == 1_003_854  # seed 001's 90% split
+    assert len(captured.out) >= 40  # the end-of-training sample goes to stdout
