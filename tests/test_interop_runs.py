@@ -247,3 +247,16 @@ def test_load_pretrained_for_finetuning(hf_model, hf_dir, imported, tmp_path):
     ckpt = tmp_path / "ckpt.pt"
     nanogpt_checkpoint(ckpt, vocab_size=50257)
     assert runs.load_pretrained(ckpt).kind == "nanogpt"
+
+
+def test_import_hf_by_name_from_the_cache(hf_dir, tmp_path, monkeypatch, capsys):
+    snapshot = tmp_path / "hf-home" / "hub" / "models--gpt2" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).symlink_to(hf_dir / name)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.chdir(tmp_path)  # no folder named gpt2 here: the name is looked up
+    assert main(["import", "hf", "gpt2", "--out", "run"]) == 0
+    assert capsys.readouterr().out.strip() == "run"
+    assert checkpoint.load_run(tmp_path / "run").config["data"]["imported_from"] == str(snapshot)
