@@ -178,8 +178,12 @@ class SourceScan:
 
 
 def _mark_chars(seen: np.ndarray, text: str) -> None:
-    # Marking code points in a table is ~10x faster than set(text) on large blocks.
-    seen[np.frombuffer(text.encode("utf-32-le"), dtype="<u4")] = True
+    """Mark the code points of `text` in the boolean table `seen` (much faster than set())."""
+    if text.isascii():  # O(1) check in CPython; counting bytes beats a UTF-32 scatter
+        counts = np.bincount(np.frombuffer(text.encode("ascii"), dtype=np.uint8), minlength=128)
+        seen[:128] |= counts > 0
+    else:
+        seen[np.frombuffer(text.encode("utf-32-le"), dtype="<u4")] = True
 
 
 def scan_sources(

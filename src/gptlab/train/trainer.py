@@ -134,7 +134,7 @@ class Trainer:
 
     def _make_batches(self, split: str, seed: int) -> Any:
         return self._batches_cls(self.data_dir, split, self.config.batch_size,
-                                 self.model.config.block_size, device=self.device, seed=seed)
+                                 self.model_config.block_size, device=self.device, seed=seed)
 
     def _model_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Settings for ModelConfig: from init_from's run when fine-tuning, vocab from data."""
@@ -169,6 +169,7 @@ class Trainer:
                 raise
             raise GptlabError(f"invalid model settings: {exc}") from None
         seed_everything(self.config.seed)
+        self.model_config = model_config
         self.model = GPT(model_config)
         if self.config.init_from != "scratch":
             self._load_init_weights()
@@ -208,7 +209,7 @@ class Trainer:
         ckpt.write_tokenizer(self.run_dir, self.tokenizer_path)
 
     def _write_config(self) -> None:
-        doc = ckpt.run_config_dict(self.model.config, self.config.to_dict(), self.data_info)
+        doc = ckpt.run_config_dict(self.model_config, self.config.to_dict(), self.data_info)
         ckpt.write_json(self.run_dir / ckpt.CONFIG_FILE, doc)
 
     def _restore(self) -> None:
@@ -258,7 +259,7 @@ class Trainer:
     @property
     def tokens_per_step(self) -> int:
         """Tokens per optimizer update over all processes (accumulation is split by rank)."""
-        return (self.config.batch_size * self.raw_model.config.block_size
+        return (self.config.batch_size * self.model_config.block_size
                 * self.config.gradient_accumulation_steps)
 
     def evaluate(self) -> dict[str, float]:
