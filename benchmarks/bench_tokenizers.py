@@ -35,15 +35,23 @@ from gptlab.tokenizers.base import resolve_num_threads  # noqa: E402
 DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median wall seconds and median CPU seconds (all threads) of `repeats` calls."""
-    walls, cpus = [], []
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def compare(base_fn: Callable[[], object], ours_fn: Callable[[], object], repeats: int):
+    """Median (wall, CPU) seconds of each function; runs alternate so both see the same load."""
+    base, ours = [], []
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
+        base.append(_timed(base_fn))
+        ours.append(_timed(ours_fn))
+
+    def medians(runs):
+        return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+    return medians(base), medians(ours)
 
 
 def row(what: str, base: str, base_t: tuple, ours: str, ours_t: tuple, mb: float) -> str:
@@ -66,24 +74,27 @@ def bench_char(text: str, mb: float, repeats: int) -> list[str]:
     tok = CharTokenizer.from_text(text)
     stoi = {c: i for i, c in enumerate(sorted(set(text)))}
     assert tok.encode_to_array(text).tolist() == [stoi[c] for c in text]
-    ours = median_seconds(lambda: tok.encode_to_array(text), repeats)
-    seed = median_seconds(lambda: [stoi[c] for c in text], repeats)
+    encode = lambda: tok.encode_to_array(text)  # noqa: E731
+    seed, ours = compare(lambda: [stoi[c] for c in text], encode, repeats)
     # What a prepare step needs from the seed's list: an array to write to disk.
-    seed_array = median_seconds(
-        lambda: np.array([stoi[c] for c in text], dtype=np.uint16), repeats
+    seed_array, ours2 = compare(
+        lambda: np.array([stoi[c] for c in text], dtype=np.uint16), encode, repeats
     )
     return [
         row("char encode", "`[stoi[c] for c in text]`", seed, "`encode_to_array`", ours, mb),
         row("char encode", "same + `np.array(..., uint16)`", seed_array, "`encode_to_array`",
-            ours, mb),
+            ours2, mb),
     ]
 
 
 def bench_parallel(name: str, tok, text: str, mb: float, repeats: int) -> str:
     cores = resolve_num_threads(0)
     assert tok.encode_to_array(text, num_threads=0).tolist() == tok.encode(text)
-    one = median_seconds(lambda: tok.encode_to_array(text, num_threads=1), repeats)
-    every = median_seconds(lambda: tok.encode_to_array(text, num_threads=0), repeats)
+    one, every = compare(
+        lambda: tok.encode_to_array(text, num_threads=1),
+        lambda: tok.encode_to_array(text, num_threads=0),
+        repeats,
+    )
     return row(f"{name} encode", "1 thread", one, f"{cores} threads", every, mb)
 
 

@@ -213,6 +213,7 @@ def test_gpt2_parallel_array_equals_serial(shakespeare):
     lone = "a\ud800b"  # not encodable as UTF-8: both paths replace it like tiktoken
     assert tok.encode_to_array(lone).tolist() == tok.encode(lone) == tok.encode("a\ufffdb")
     serial = tok.encode(shakespeare)
+    assert len(serial) == 338_025  # nanoGPT's data/shakespeare: 301,966 train + 36,059 val
     assert tok.encode_to_array(shakespeare, num_threads=2).tolist() == serial
     assert tok.encode_batch([shakespeare[:5000], "", ALVAZSKA], num_threads=2) == [
         serial[: len(tok.encode(shakespeare[:5000]))],
