@@ -1,0 +1,66 @@
+"""`gptlab import hf|nanogpt SOURCE --out RUN_DIR`: other tools' GPT-2 weights → a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gptlab.commands import add_option, new_command
+
+DESCRIPTION = """\
+Turn weights trained elsewhere into a gptlab run folder, ready for `gptlab sample`,
+`gptlab eval` and fine-tuning with `gptlab train --init-from RUN_DIR`. Nothing pickled is
+ever executed, and nothing is written to --out unless the import succeeds.
+
+  gptlab import hf gpt2 --out runs/gpt2                 # from the Hugging Face cache, offline
+  gptlab import hf ./my-gpt2-folder --out runs/mine     # config.json + model.safetensors
+  gptlab import nanogpt out-shakespeare-char/ckpt.pt \\
+      --meta data/shakespeare_char/meta.pkl --out runs/nanogpt-char
+"""
+
+
+def add_parser(subparsers) -> None:
+    parser = new_command(
+        subparsers, "import", help="import a Hugging Face GPT-2 or nanoGPT checkpoint",
+        description=DESCRIPTION,
+    )
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+
+    hf_parser = new_command(
+        kinds, "hf", help="a Hugging Face GPT-2 folder, or gpt2/gpt2-medium/... from the HF cache",
+    )
+    hf_parser.add_argument(
+        "source", help="folder with config.json + model.safetensors (or pytorch_model.bin), "
+        "or gpt2, gpt2-medium, gpt2-large, gpt2-xl (looked up in the HF cache, offline)",
+    )
+    add_option(hf_parser, "out", type=Path, required=True, help="run folder to create")
+    hf_parser.set_defaults(func=run_hf)
+
+    nano_parser = new_command(kinds, "nanogpt", help="a nanoGPT ckpt.pt (and meta.pkl)")
+    nano_parser.add_argument("ckpt", type=Path, help="nanoGPT's out_dir/ckpt.pt")
+    add_option(nano_parser, "out", type=Path, required=True, help="run folder to create")
+    add_option(
+        nano_parser, "meta", type=Path, default=None,
+        help="the dataset's meta.pkl, for char-level models (read as plain data only); "
+        "without it the GPT-2 tokenizer is used",
+    )
+    nano_parser.set_defaults(func=run_nanogpt)
+
+
+def run_hf(args: argparse.Namespace) -> int:
+    from gptlab.interop.runs import import_hf
+
+    out_dir = import_hf(args.source, args.out)
+    print(f"imported {args.source} into {out_dir}", file=sys.stderr)
+    print(out_dir)
+    return 0
+
+
+def run_nanogpt(args: argparse.Namespace) -> int:
+    from gptlab.interop.runs import import_nanogpt
+
+    out_dir = import_nanogpt(args.ckpt, args.out, meta_path=args.meta)
+    print(f"imported {args.ckpt} into {out_dir}", file=sys.stderr)
+    print(out_dir)
+    return 0
