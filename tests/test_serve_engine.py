@@ -185,8 +185,14 @@ def test_safe_length_holds_back_stop_prefixes_and_partial_characters():
 )
 def test_pieces_concatenate_to_the_text_cut_at_the_first_stop(text, stops):
     pieces, completion = run(ByteEngine(text), max_tokens=1000, stop=tuple(stops))
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    expected = text[: min(hits)] if hits else text
+    # Reference: generation ends at the first token after which a stop string is in the text.
+    data, expected, reason = text.encode(), text, "length"
+    for k in range(1, len(data) + 1):
+        so_far = data[:k].decode("utf-8", errors="replace")
+        hits = [i for i in (so_far.find(s) for s in stops) if i >= 0]
+        if hits:
+            expected, reason = so_far[: min(hits)], "stop"
+            break
     assert "".join(pieces) == expected == completion.text
-    assert all(pieces)
-    assert completion.finish_reason == ("stop" if hits else "length")
+    assert all(pieces) and all("\ufffd" not in p for p in pieces)
+    assert completion.finish_reason == reason
