@@ -10,6 +10,7 @@ disconnects sets the job's cancel flag, which the worker checks after every toke
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -22,7 +23,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -168,9 +169,11 @@ def _check_auth(request: Request) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    # compare_digest takes the same time wherever the strings differ
-    if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                                key.encode())):
+    # Digests first, so that not even the key's length leaks; compare_digest takes the same
+    # time wherever the two differ.
+    given_digest = hashlib.sha256(given.strip().encode()).digest()
+    key_digest = hashlib.sha256(key.encode()).digest()
+    if not (hmac.compare_digest(given_digest, key_digest) and scheme.lower() == "bearer"):
         raise ApiError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
                        "authentication_error", code="invalid_api_key")
 
@@ -186,11 +189,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if int(length) > limit:
             raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "the client disconnected while sending the request") from None
     return b"".join(chunks)
 
 
