@@ -1,0 +1,37 @@
+"""A transformer block: communication (attention) then computation (feed-forward)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from gptlab.model.attention import make_attention
+from gptlab.model.cache import KVCache
+from gptlab.model.config import ModelConfig
+from gptlab.model.feedforward import MLP
+from gptlab.model.positional import RotaryEmbedding
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm residual block: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)).
+
+    Normalising before each sub-layer (GPT-2, the lecture) rather than after (Vaswani et
+    al.) keeps the residual stream an identity path, which trains deep stacks stably.
+    """
+
+    def __init__(self, config: ModelConfig, layer_idx: int = 0) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = make_attention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> Tensor:
+        """(B, T, C) → (B, T, C)."""
+        x = x + self.attn(self.ln_1(x), rope, kv_cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x

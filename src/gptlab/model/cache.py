@@ -1,0 +1,109 @@
+"""The key/value cache that lets generation process each new token once.
+
+Without a cache, every generation step re-runs the model over the whole context. With
+one, each attention layer keeps the keys and values of the tokens already seen, and a step
+only computes the new token's query, key and value.
+
+Two ways to use the space (capacity = block_size slots per layer):
+- linear (`rolling=False`): token t goes to slot t; the cache is full after block_size
+  tokens and the caller must recompute or restart (absolute position encodings need this:
+  once the window slides every token's position changes).
+- rolling (`rolling=True`, rope only): token t goes to slot t % capacity, overwriting the
+  oldest token, so a new token attends to the latest block_size tokens. RoPE keys carry
+  their absolute position as a rotation, and attention depends only on relative positions,
+  so a cached key never needs updating. See `gptlab.generate` for how this differs from
+  re-running the cropped window (it is sliding-window attention).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gptlab.errors import GptlabError
+
+
+class KVCache:
+    """Keys and values of all layers for a batch, in preallocated buffers.
+
+    Buffers have shape (n_layer, B, nh, capacity, hs). `pos` counts the tokens already
+    processed, which is also the absolute position of the next token. A forward pass
+    writes every layer with `write`, then calls `advance` once.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        head_size: int,
+        capacity: int,
+        *,
+        rolling: bool = False,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        shape = (n_layer, batch_size, n_head, capacity, head_size)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.capacity = capacity
+        self.rolling = rolling
+        self.pos = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def free(self) -> int:
+        """Slots left before a linear cache is full (a rolling cache never runs out)."""
+        return max(self.capacity - self.pos, 0)
+
+    def check_room(self, n_new: int) -> None:
+        """Raise unless `n_new` tokens can be written at the current position."""
+        if self.pos + n_new <= self.capacity:
+            return
+        if not self.rolling:
+            raise GptlabError(
+                f"KV cache full: {self.pos} + {n_new} tokens exceed its {self.capacity} "
+                "slots (block_size); recompute the cropped window or start a new cache"
+            )
+        if n_new != 1:
+            raise GptlabError(
+                f"a rolling KV cache past its {self.capacity} slots takes one token per "
+                f"step, got {n_new}"
+            )
+
+    def write(
+        self, layer: int, k: Tensor, v: Tensor, head: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Store the new keys/values of one layer and return all keys/values to attend to.
+
+        Args:
+            layer: layer index.
+            k, v: new keys/values, (B, nh, T, hs), or (B, T, hs) for one `head`.
+            head: write only this head (the reference attention's per-head modules).
+
+        Returns:
+            keys and values (B, nh, L, hs) (or (B, L, hs) for one head), L the number of
+            cached tokens including the new ones. The new tokens are the last T of them
+            unless a rolling cache has wrapped (then T == 1 and order does not matter:
+            the single query attends to every slot).
+        """
+        n_new = k.shape[-2]
+        k_buf, v_buf = self.k[layer], self.v[layer]  # (B, nh, cap, hs)
+        if head is not None:
+            k_buf, v_buf = k_buf[:, head], v_buf[:, head]  # (B, cap, hs)
+        if self.pos + n_new <= self.capacity:
+            k_buf[..., self.pos : self.pos + n_new, :] = k
+            v_buf[..., self.pos : self.pos + n_new, :] = v
+            end = self.pos + n_new
+            return k_buf[..., :end, :], v_buf[..., :end, :]
+        slot = self.pos % self.capacity  # rolling, one token: overwrite the oldest
+        k_buf[..., slot : slot + 1, :] = k
+        v_buf[..., slot : slot + 1, :] = v
+        return k_buf, v_buf
+
+    def advance(self, n_new: int) -> None:
+        """Record that `n_new` tokens were written to every layer."""
+        self.pos += n_new
