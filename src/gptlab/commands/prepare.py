@@ -1,0 +1,69 @@
+"""`gptlab prepare`: tokenize text into a dataset folder (train.bin, val.bin, meta.json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gptlab.commands import add_option, new_command
+
+DESCRIPTION = """\
+Tokenize text into a dataset folder for `gptlab train`: train.bin and val.bin (raw
+little-endian uint16/uint32 token ids), tokenizer.json and meta.json.
+
+--input takes files, folders (all non-hidden files, sorted), globs, or a named corpus
+(`shakespeare`, downloaded once into the cache; see `gptlab corpus`). Each file is one
+document; documents are joined with <|endoftext|> where the tokenizer has it.
+
+examples:
+  gptlab prepare --tokenizer char --input shakespeare --out data/shakespeare-char
+  gptlab prepare --tokenizer bpe --vocab-size 4096 --input 'books/*.txt' --out data/books
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = new_command(
+        subparsers, "prepare", help="tokenize text into a dataset folder", description=DESCRIPTION
+    )
+    add_option(p, "tokenizer", choices=("char", "word", "gpt2", "bpe"), default="char",
+               help="tokenizer kind")
+    add_option(p, "input", nargs="+", required=True, metavar="FILE_OR_DIR_OR_GLOB_OR_NAME",
+               help="text source(s)")
+    add_option(p, "out", required=True, metavar="DIR", help="dataset folder to create")
+    add_option(p, "split", type=float, default=0.9, help="fraction of tokens for train")
+    add_option(p, "vocab_size", type=int, default=None,
+               help="BPE vocabulary size (bpe only; None means 4096)")
+    add_option(p, "clean", default=None, metavar="STEPS",
+               help="comma-separated cleaning steps (see gptlab.text); None keeps text as is")
+    add_option(p, "errors", choices=("strict", "replace"), default="strict",
+               help="invalid UTF-8: fail, or replace with U+FFFD")
+    add_option(p, "block_size", type=int, default=None,
+               help="fail unless both splits hold more than this many tokens")
+    add_option(p, "unk", action="store_true",
+               help="char/word: map unknown text to an unknown token when encoding later")
+    add_option(p, "force", action="store_true", help="replace a different dataset in --out")
+    add_option(p, "cache_dir", default=None, metavar="DIR",
+               help="corpus cache folder (None: $GPTLAB_CACHE_DIR or ~/.cache/gptlab)")
+    add_option(p, "no_progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gptlab.data import prepare
+
+    meta = prepare(
+        args.input,
+        args.out,
+        tokenizer=args.tokenizer,
+        split=args.split,
+        vocab_size=args.vocab_size,
+        clean=args.clean,
+        errors=args.errors,
+        block_size=args.block_size,
+        unk=args.unk,
+        force=args.force,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(meta, indent=2))
+    return 0

@@ -1,0 +1,35 @@
+"""The data side of gptlab: corpus sources and cache, `prepare`, and batching.
+
+Public names:
+- `prepare(inputs, out, tokenizer=...)` → dataset folder (train.bin, val.bin, meta.json,
+  tokenizer.json); `load_meta(data_dir)`, `load_split(data_dir, "train" | "val")`.
+- `RandomBatches` (the seed's `get_batch`), `SlidingWindowDataset`, `create_dataloader`.
+- Named corpora: `fetch_corpus`, `add_corpus`, `list_corpora`, `cache_dir`, `NAMED_CORPORA`.
+"""
+
+from gptlab.data.batching import RandomBatches, SlidingWindowDataset, create_dataloader
+from gptlab.data.corpus import (
+    NAMED_CORPORA,
+    add_corpus,
+    cache_dir,
+    fetch_corpus,
+    list_corpora,
+    resolve_sources,
+)
+from gptlab.data.prepare import load_meta, load_split, prepare, token_dtype
+
+__all__ = [
+    "NAMED_CORPORA",
+    "RandomBatches",
+    "SlidingWindowDataset",
+    "add_corpus",
+    "cache_dir",
+    "create_dataloader",
+    "fetch_corpus",
+    "list_corpora",
+    "load_meta",
+    "load_split",
+    "prepare",
+    "resolve_sources",
+    "token_dtype",
+]

@@ -1,0 +1,365 @@
+"""`gptlab prepare`: text files → tokenizer.json + train.bin / val.bin + meta.json.
+
+The dataset folder holds raw little-endian token ids (uint16 when the vocabulary fits,
+else uint32) that `np.memmap` reads directly, the saved tokenizer, and meta.json.
+
+Large inputs stream: each file is read in blocks cut only where a cut cannot change the
+tokenization (after a newline followed by a visible ASCII character), so memory stays
+bounded by the block size, not the file size. All tokens go to one file first; the split
+(first `int(split * n)` tokens train, the rest val, as in the seeds) is made afterwards.
+The folder is built in a temporary folder beside `out` and renamed into place, so a
+failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from gptlab import __version__
+from gptlab.data.corpus import resolve_sources
+from gptlab.data.reading import iter_text_blocks, scan_sources
+from gptlab.errors import ConfigError, GptlabError
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_KINDS = ("char", "word", "gpt2", "bpe")
+DEFAULT_BPE_VOCAB_SIZE = 4096
+META_FILE = "meta.json"
+TOKENIZER_FILE = "tokenizer.json"
+SPLIT_FILES = {"train": "train.bin", "val": "val.bin"}
+FORMAT_VERSION = 1
+_ENCODE_BLOCK = 1 << 20  # bytes of text per encode call (one batch item for gpt2/bpe)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What decides the content of a dataset folder (besides the source bytes)."""
+
+    tokenizer: str
+    split: float
+    vocab_size: int | None
+    clean: tuple[str, ...]
+    errors: str
+    unk: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tokenizer": self.tokenizer,
+            "split": self.split,
+            "vocab_size": self.vocab_size,
+            "clean": list(self.clean),
+            "errors": self.errors,
+            "unk": self.unk,
+        }
+
+
+def _parse_clean(clean: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    if not clean:
+        return ()
+    if isinstance(clean, str):
+        return tuple(s.strip() for s in clean.split(",") if s.strip())
+    return tuple(clean)
+
+
+def _validate_options(opts: PrepareOptions, block_size: int | None) -> None:
+    if opts.tokenizer not in TOKENIZER_KINDS:
+        raise ConfigError(
+            f"unknown tokenizer {opts.tokenizer!r}: choose one of {', '.join(TOKENIZER_KINDS)}"
+        )
+    if not 0.0 < opts.split < 1.0:
+        raise ConfigError(f"--split {opts.split} must be between 0 and 1 (exclusive), e.g. 0.9")
+    if opts.errors not in ("strict", "replace"):
+        raise ConfigError(f"--errors {opts.errors!r} must be 'strict' or 'replace'")
+    if opts.vocab_size is not None and opts.tokenizer != "bpe":
+        raise ConfigError(
+            f"--vocab-size applies to --tokenizer bpe only (got --tokenizer {opts.tokenizer}): "
+            "drop --vocab-size"
+        )
+    if opts.vocab_size is not None and opts.vocab_size < 257:
+        raise ConfigError(
+            f"--vocab-size {opts.vocab_size} is too small: byte-level BPE needs >= 257"
+        )
+    if block_size is not None and block_size < 1:
+        raise ConfigError(f"--block-size {block_size} must be >= 1")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits in 16 bits, else uint32 (little-endian)."""
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+def _cleaner(steps: tuple[str, ...]):
+    if not steps:
+        return None
+    from gptlab.text import clean
+
+    def apply(text: str) -> str:
+        return clean(text, list(steps))
+
+    return apply
+
+
+def _build_tokenizer(opts: PrepareOptions, files: list[Path], chars: set[str] | None):
+    """Build or train the tokenizer the options ask for (char uses the scanned characters)."""
+    from gptlab import tokenizers as tk
+
+    if opts.tokenizer == "char":
+        assert chars is not None
+        return tk.CharTokenizer(sorted(chars), unk=opts.unk)
+    if opts.tokenizer == "gpt2":
+        return tk.GPT2Tokenizer()
+    cleaner = _cleaner(opts.clean)
+    if opts.tokenizer == "bpe" and cleaner is None and opts.errors == "strict":
+        vocab = opts.vocab_size or DEFAULT_BPE_VOCAB_SIZE
+        return tk.build_tokenizer("bpe", files=[str(f) for f in files], vocab_size=vocab)
+    # word (and bpe on cleaned or repaired text) learns from the text in memory.
+    parts = []
+    for path in files:
+        for text, _ in iter_text_blocks(path, errors=opts.errors):
+            parts.append(cleaner(text) if cleaner else text)
+    text = "".join(parts)
+    if opts.tokenizer == "word":
+        return tk.build_tokenizer("word", text=text, unk=opts.unk)
+    vocab = opts.vocab_size or DEFAULT_BPE_VOCAB_SIZE
+    return tk.build_tokenizer("bpe", text=text, vocab_size=vocab)
+
+
+def _encoded_blocks(tok, files: list[Path], opts: PrepareOptions, bar) -> Iterator[np.ndarray]:
+    """Token id arrays for all files in order, documents joined by the tokenizer's EOT."""
+    cleaner = _cleaner(opts.clean)
+    batched = opts.tokenizer in ("gpt2", "bpe")
+    batch_len = max(4, 2 * (os.cpu_count() or 1))
+    eot = getattr(tok, "eot_id", None)
+    for doc_index, path in enumerate(files):
+        if doc_index > 0 and eot is not None:
+            yield np.array([eot], dtype=np.int64)
+        batch: list[str] = []
+        for text, nbytes in iter_text_blocks(path, opts.errors, block_bytes=_ENCODE_BLOCK):
+            text = cleaner(text) if cleaner else text
+            if not batched:
+                yield np.asarray(tok.encode_to_array(text))
+            else:
+                batch.append(text)
+                if len(batch) == batch_len:
+                    yield from _encode_batch(tok, batch)
+                    batch = []
+            bar.update(nbytes)
+        if batch:
+            yield from _encode_batch(tok, batch)
+
+
+def _encode_batch(tok, texts: list[str]) -> Iterator[np.ndarray]:
+    for ids in tok.encode_batch(texts, num_threads=0):
+        yield np.array(ids, dtype=np.int64)
+
+
+def _write_tokens(tok, files, opts, dest: Path, dtype: np.dtype, total_bytes: int, progress: bool):
+    """Encode every file into `dest` (raw ids); returns the number of tokens written."""
+    n = 0
+    bar = tqdm(
+        total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="encode",
+        disable=not progress, file=sys.stderr, dynamic_ncols=True,
+    )
+    with bar, open(dest, "wb") as f:
+        for ids in _encoded_blocks(tok, files, opts, bar):
+            ids.astype(dtype, copy=False).tofile(f)
+            n += len(ids)
+    return n
+
+
+def _split_tokens(all_path: Path, out_dir: Path, n_train: int, dtype: np.dtype) -> None:
+    """Move tokens [n_train:] of `all_path` to val.bin; the truncated rest becomes train.bin."""
+    start = n_train * dtype.itemsize
+    with open(all_path, "rb") as src, open(out_dir / SPLIT_FILES["val"], "wb") as dst:
+        src.seek(start)
+        shutil.copyfileobj(src, dst, 1 << 22)
+    os.truncate(all_path, start)
+    os.replace(all_path, out_dir / SPLIT_FILES["train"])
+
+
+def _check_split_sizes(n_total: int, n_train: int, block_size: int | None, source: str) -> None:
+    need = (block_size or 1) + 1  # one window of block_size inputs plus its shifted target
+    for name, n in (("train", n_train), ("val", n_total - n_train)):
+        if n < need:
+            what = f"--block-size {block_size}" if block_size else "training"
+            raise GptlabError(
+                f"{source} gives {n} {name} tokens, too few for {what} (need >= {need}): "
+                "use a bigger input, another --split, or a smaller --block-size"
+            )
+
+
+def _describe(inputs: Any, files: list[Path]) -> str:
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    text = " ".join(os.fspath(s) for s in specs)
+    return text if len(files) == 1 else f"{text} ({len(files)} files)"
+
+
+def _existing_dataset(out: Path, opts: PrepareOptions, sha: str, force: bool) -> dict | None:
+    """Return the meta of an up-to-date dataset in `out`; raise if it holds another one."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise GptlabError(f"--out {out} is a file: pass a folder path for the dataset")
+    meta_path = out / META_FILE
+    if not meta_path.is_file():
+        if any(out.iterdir()):
+            raise GptlabError(
+                f"--out {out} is not empty and holds no gptlab dataset: pass another --out"
+            )
+        return None
+    meta = load_meta(out)
+    files_present = all((out / f).is_file() for f in (*SPLIT_FILES.values(), TOKENIZER_FILE))
+    if meta.get("source_sha256") == sha and meta.get("options") == opts.as_dict() and files_present:
+        return meta
+    if force:
+        return None
+    raise GptlabError(
+        f"--out {out} holds a different dataset ({meta.get('tokenizer')} tokens of "
+        f"{meta.get('source')}): pass another --out, or --force to replace it"
+    )
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move the finished folder `tmp` to `out`, replacing an old dataset or empty folder."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.replace(out, trash / "old")
+    os.replace(tmp, out)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def prepare(
+    inputs: str | os.PathLike | list[str | os.PathLike],
+    out: str | os.PathLike,
+    tokenizer: Literal["char", "word", "gpt2", "bpe"] = "char",
+    split: float = 0.9,
+    vocab_size: int | None = None,
+    clean: str | list[str] | None = None,
+    errors: Literal["strict", "replace"] = "strict",
+    block_size: int | None = None,
+    unk: bool = False,
+    force: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Tokenize text into a dataset folder: train.bin, val.bin, tokenizer.json, meta.json.
+
+    Args:
+        inputs: a file, folder, glob or named corpus ("shakespeare"), or a list of them;
+            each file is one document, joined with `<|endoftext|>` where the tokenizer has it.
+        out: the dataset folder to create. If it already holds this very dataset (same
+            source bytes and options) it is left as is; another dataset is an error
+            unless `force`.
+        tokenizer: "char" | "word" | "gpt2" | "bpe".
+        split: fraction of tokens for train (first `int(split * n)` tokens).
+        vocab_size: BPE vocabulary size (bpe only; default 4096).
+        clean: cleaning steps for gptlab.text.clean (comma-separated or a list); none by default.
+        errors: "strict" rejects invalid UTF-8 (naming file and byte offset); "replace"
+            substitutes U+FFFD.
+        block_size: fail unless both splits hold more than `block_size` tokens.
+        unk: char/word tokenizers map unknown text to an unknown token later on.
+        force: replace a different dataset already in `out`.
+        cache_dir: corpus cache folder (default $GPTLAB_CACHE_DIR or ~/.cache/gptlab).
+        progress: show tqdm progress bars on stderr.
+    Returns:
+        The meta dict written to meta.json.
+    """
+    opts = PrepareOptions(tokenizer, float(split), vocab_size, _parse_clean(clean), errors, unk)
+    _validate_options(opts, block_size)
+    out = Path(out).expanduser()
+    files = resolve_sources(inputs, cache_dir)
+    scan = scan_sources(
+        files, opts.errors, _cleaner(opts.clean), want_chars=tokenizer == "char", progress=progress
+    )
+    existing = _existing_dataset(out, opts, scan.sha256, force)
+    if existing is not None:
+        _check_split_sizes(
+            existing["train_tokens"] + existing["val_tokens"], existing["train_tokens"],
+            block_size, existing["source"],
+        )
+        logger.info("%s already holds this dataset: nothing to do", out)
+        return existing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        meta = _build_dataset(tmp, scan, opts, _describe(inputs, scan.files), block_size, progress)
+        _install(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info(
+        "wrote %s: %d train + %d val %s tokens (vocab %d, %s)", out, meta["train_tokens"],
+        meta["val_tokens"], tokenizer, meta["vocab_size"], meta["dtype"],
+    )
+    return meta
+
+
+def _build_dataset(tmp: Path, scan, opts: PrepareOptions, source: str, block_size, progress):
+    tok = _build_tokenizer(opts, scan.files, scan.chars)
+    dtype = token_dtype(tok.vocab_size)
+    all_path = tmp / "tokens.bin"
+    n_total = _write_tokens(tok, scan.files, opts, all_path, dtype, scan.nbytes, progress)
+    n_train = int(opts.split * n_total)
+    _check_split_sizes(n_total, n_train, block_size, source)
+    _split_tokens(all_path, tmp, n_train, dtype)
+    tok.save(tmp / TOKENIZER_FILE)
+    meta = {
+        "format": "gptlab-dataset",
+        "format_version": FORMAT_VERSION,
+        "gptlab_version": __version__,
+        "tokenizer": opts.tokenizer,
+        "tokenizer_file": TOKENIZER_FILE,
+        "vocab_size": int(tok.vocab_size),
+        "eot_id": getattr(tok, "eot_id", None),
+        "dtype": dtype.name,
+        "split": opts.split,
+        "train_tokens": n_train,
+        "val_tokens": n_total - n_train,
+        "total_tokens": n_total,
+        "source": source,
+        "source_files": len(scan.files),
+        "source_bytes": scan.nbytes,
+        "source_sha256": scan.sha256,
+        "options": opts.as_dict(),
+    }
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+def load_meta(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read `data_dir/meta.json` written by prepare."""
+    path = Path(data_dir) / META_FILE
+    if not path.is_file():
+        raise GptlabError(
+            f"{data_dir} holds no {META_FILE}: create the dataset with "
+            f"`gptlab prepare --out {data_dir}`"
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GptlabError(f"{path} is not valid JSON ({exc}): prepare the dataset again") from exc
+
+
+def load_split(data_dir: str | os.PathLike, split: Literal["train", "val"]) -> np.memmap:
+    """Memory-map one split's token ids, shape (n_tokens,), without reading it into RAM."""
+    if split not in SPLIT_FILES:
+        raise GptlabError(f"split {split!r} must be 'train' or 'val'")
+    meta = load_meta(data_dir)
+    path = Path(data_dir) / SPLIT_FILES[split]
+    if not path.is_file():
+        raise GptlabError(f"{path} is missing: prepare the dataset again with `gptlab prepare`")
+    dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+    return np.memmap(path, dtype=dtype, mode="r")
