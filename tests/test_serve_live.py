@@ -98,3 +98,28 @@ def test_sigterm_ends_running_streams_with_an_error_event_and_exits(subprocess_e
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_openai_client_works_against_the_server():
+    openai = pytest.importorskip("openai", reason="the openai client is not installed: "
+                                 "pip install -e '.[test]'")
+    app = create_app(CharEngine(), ServerSettings(api_key="k3y"))
+    with serve_in_thread(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k3y", max_retries=0)
+        [model] = client.models.list().data
+        answer = client.completions.create(model=model.id, prompt="Hello", max_tokens=10,
+                                           seed=3, stop=["zz"])
+        chunks = list(client.completions.create(model=model.id, prompt="Hello", max_tokens=10,
+                                                seed=3, stop=["zz"], stream=True))
+        with pytest.raises(openai.BadRequestError, match="temperature"):
+            client.completions.create(model=model.id, prompt="a", temperature=-1)
+        with pytest.raises(openai.NotFoundError, match="does not exist"):
+            client.completions.create(model="gpt-9", prompt="a")
+        wrong_key = openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong_key.models.list()
+    assert model.id == "char-test" and model.model_extra["block_size"] == 32
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage.prompt_tokens == 5
+    streamed = "".join(c.choices[0].text for c in chunks)
+    assert streamed == answer.choices[0].text and streamed
