@@ -124,3 +124,27 @@ def test_dataloader_seeded_shuffle_is_reproducible():
     assert order(3) != order(4)
     starts = sum(order(3), [])  # 49 windows (0, 2, ..., 96); the last partial batch dropped
     assert len(starts) == len(set(starts)) == 48 and set(starts) < set(range(0, 97, 2))
+
+
+def test_dataloader_golden_the_verdict(verdict_path):
+    """Seed 002: the-verdict, GPT-2 BPE, batch_size=2, max_length=3, stride=1, no shuffle."""
+    text = verdict_path.read_text(encoding="utf-8")
+    loader = create_dataloader(text, batch_size=2, max_length=3, stride=1, shuffle=False)
+    batches = iter(loader)
+    x, y = next(batches)
+    assert x.tolist() == [[40, 367, 2885], [367, 2885, 1464]]
+    assert y.tolist() == [[367, 2885, 1464], [2885, 1464, 1807]]
+    x, y = next(batches)
+    assert x.tolist() == [[2885, 1464, 1807], [1464, 1807, 3619]]
+    assert y.tolist() == [[1464, 1807, 3619], [1807, 3619, 402]]
+    assert len(loader.dataset) == 5145 - 3  # the seed's 5,145 GPT-2 tokens
+
+
+def test_random_batches_on_a_prepared_dataset(verdict_path, tmp_path):
+    from gptlab.data import prepare
+
+    prepare(verdict_path, tmp_path / "ds", tokenizer="gpt2")
+    batches = RandomBatches(tmp_path / "ds", "val", batch_size=2, block_size=16, seed=0)
+    x, y = batches.get_batch()
+    assert x.shape == y.shape == (2, 16) and torch.equal(x[:, 1:], y[:, :-1])
+    assert int(x.max()) < 50257

@@ -15,7 +15,9 @@ from gptlab import __version__
 from gptlab.errors import GptlabError
 
 # Subcommand modules under gptlab.commands, in the order `gptlab --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("prepare", "corpus", "serve")
+COMMAND_MODULES: tuple[str, ...] = (
+    "prepare", "corpus", "train", "sample", "eval", "plot", "serve"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

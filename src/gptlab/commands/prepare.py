@@ -32,15 +32,16 @@ def add_parser(subparsers) -> None:
     add_option(p, "out", required=True, metavar="DIR", help="dataset folder to create")
     add_option(p, "split", type=float, default=0.9, help="fraction of tokens for train")
     add_option(p, "vocab_size", type=int, default=None,
-               help="BPE vocabulary size (bpe only; None means 4096)")
+               help="BPE vocabulary size (bpe only; None: 4096)")
     add_option(p, "clean", default=None, metavar="STEPS",
-               help="comma-separated cleaning steps (see gptlab.text); None keeps text as is")
+               help="comma-separated cleaning steps from nfc, nfkc, newlines, lower, seed, strip "
+               "(seed 000's recipe: lower,seed,strip); None keeps the text as is")
     add_option(p, "errors", choices=("strict", "replace"), default="strict",
                help="invalid UTF-8: fail, or replace with U+FFFD")
     add_option(p, "block_size", type=int, default=None,
                help="fail unless both splits hold more than this many tokens")
     add_option(p, "unk", action="store_true",
-               help="char/word: map unknown text to an unknown token when encoding later")
+               help="char: add an <unk> id for characters outside the vocabulary")
     add_option(p, "force", action="store_true", help="replace a different dataset in --out")
     add_option(p, "cache_dir", default=None, metavar="DIR",
                help="corpus cache folder (None: $GPTLAB_CACHE_DIR or ~/.cache/gptlab)")

@@ -7,7 +7,8 @@ Public names:
 - Named corpora: `fetch_corpus`, `add_corpus`, `list_corpora`, `cache_dir`, `NAMED_CORPORA`.
 """
 
-from gptlab.data.batching import RandomBatches, SlidingWindowDataset, create_dataloader
+from typing import TYPE_CHECKING
+
 from gptlab.data.corpus import (
     NAMED_CORPORA,
     add_corpus,
@@ -17,6 +18,21 @@ from gptlab.data.corpus import (
     resolve_sources,
 )
 from gptlab.data.prepare import load_meta, load_split, prepare, token_dtype
+
+if TYPE_CHECKING:
+    from gptlab.data.batching import RandomBatches, SlidingWindowDataset, create_dataloader
+
+_BATCHING = ("RandomBatches", "SlidingWindowDataset", "create_dataloader")
+
+
+def __getattr__(name: str):
+    # Batching needs torch (~200 MB of RSS to import); prepare does not, so load it lazily.
+    if name in _BATCHING:
+        from gptlab.data import batching
+
+        return getattr(batching, name)
+    raise AttributeError(f"module 'gptlab.data' has no attribute {name!r}")
+
 
 __all__ = [
     "NAMED_CORPORA",

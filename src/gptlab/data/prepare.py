@@ -4,7 +4,7 @@ The dataset folder holds raw little-endian token ids (uint16 when the vocabulary
 else uint32) that `np.memmap` reads directly, the saved tokenizer, and meta.json.
 
 Large inputs stream: each file is read in blocks cut only where a cut cannot change the
-tokenization (after a newline followed by a visible ASCII character), so memory stays
+tokenization (after a newline between two visible ASCII characters), so memory stays
 bounded by the block size, not the file size. All tokens go to one file first; the split
 (first `int(split * n)` tokens train, the rest val, as in the seeds) is made afterwards.
 The folder is built in a temporary folder beside `out` and renamed into place, so a
@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from gptlab import __version__
 from gptlab.data.corpus import resolve_sources
-from gptlab.data.reading import iter_text_blocks, scan_sources
+from gptlab.data.reading import document_texts, scan_sources
 from gptlab.errors import ConfigError, GptlabError
 
 logger = logging.getLogger(__name__)
@@ -68,9 +68,9 @@ class PrepareOptions:
 def _parse_clean(clean: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     if not clean:
         return ()
-    if isinstance(clean, str):
-        return tuple(s.strip() for s in clean.split(",") if s.strip())
-    return tuple(clean)
+    from gptlab.text import parse_steps  # raises ConfigError naming an unknown step
+
+    return tuple(parse_steps(clean))
 
 
 def _validate_options(opts: PrepareOptions, block_size: int | None) -> None:
@@ -100,15 +100,9 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
 
-def _cleaner(steps: tuple[str, ...]):
-    if not steps:
-        return None
-    from gptlab.text import clean
-
-    def apply(text: str) -> str:
-        return clean(text, list(steps))
-
-    return apply
+def _all_texts(files: list[Path], opts: PrepareOptions) -> Iterator[str]:
+    for path in files:
+        yield from document_texts(path, opts.errors, opts.clean, _ENCODE_BLOCK)
 
 
 def _build_tokenizer(opts: PrepareOptions, files: list[Path], chars: set[str] | None):
@@ -117,45 +111,36 @@ def _build_tokenizer(opts: PrepareOptions, files: list[Path], chars: set[str] | 
 
     if opts.tokenizer == "char":
         assert chars is not None
+        if not chars:
+            raise GptlabError("the input holds no text after cleaning: check --clean")
         return tk.CharTokenizer(sorted(chars), unk=opts.unk)
     if opts.tokenizer == "gpt2":
         return tk.GPT2Tokenizer()
-    cleaner = _cleaner(opts.clean)
-    if opts.tokenizer == "bpe" and cleaner is None and opts.errors == "strict":
-        vocab = opts.vocab_size or DEFAULT_BPE_VOCAB_SIZE
-        return tk.build_tokenizer("bpe", files=[str(f) for f in files], vocab_size=vocab)
-    # word (and bpe on cleaned or repaired text) learns from the text in memory.
-    parts = []
-    for path in files:
-        for text, _ in iter_text_blocks(path, errors=opts.errors):
-            parts.append(cleaner(text) if cleaner else text)
-    text = "".join(parts)
     if opts.tokenizer == "word":
-        return tk.build_tokenizer("word", text=text, unk=opts.unk)
+        return tk.WordTokenizer.from_text(_all_texts(files, opts))  # streams: keeps only the set
     vocab = opts.vocab_size or DEFAULT_BPE_VOCAB_SIZE
-    return tk.build_tokenizer("bpe", text=text, vocab_size=vocab)
+    if not opts.clean and opts.errors == "strict":
+        return tk.BPETokenizer.train(list(files), vocab)  # HF reads the files itself
+    return tk.BPETokenizer.train(list(_all_texts(files, opts)), vocab)
 
 
 def _encoded_blocks(tok, files: list[Path], opts: PrepareOptions, bar) -> Iterator[np.ndarray]:
     """Token id arrays for all files in order, documents joined by the tokenizer's EOT."""
-    cleaner = _cleaner(opts.clean)
     batched = opts.tokenizer in ("gpt2", "bpe")
     batch_len = max(4, 2 * (os.cpu_count() or 1))
-    eot = getattr(tok, "eot_id", None)
+    eot = tok.eot_id
     for doc_index, path in enumerate(files):
         if doc_index > 0 and eot is not None:
             yield np.array([eot], dtype=np.int64)
         batch: list[str] = []
-        for text, nbytes in iter_text_blocks(path, opts.errors, block_bytes=_ENCODE_BLOCK):
-            text = cleaner(text) if cleaner else text
+        for text in document_texts(path, opts.errors, opts.clean, _ENCODE_BLOCK, None, bar.update):
             if not batched:
-                yield np.asarray(tok.encode_to_array(text))
-            else:
-                batch.append(text)
-                if len(batch) == batch_len:
-                    yield from _encode_batch(tok, batch)
-                    batch = []
-            bar.update(nbytes)
+                yield tok.encode_to_array(text)
+                continue
+            batch.append(text)
+            if len(batch) == batch_len:
+                yield from _encode_batch(tok, batch)
+                batch = []
         if batch:
             yield from _encode_batch(tok, batch)
 
@@ -283,7 +268,7 @@ def prepare(
     out = Path(out).expanduser()
     files = resolve_sources(inputs, cache_dir)
     scan = scan_sources(
-        files, opts.errors, _cleaner(opts.clean), want_chars=tokenizer == "char", progress=progress
+        files, opts.errors, opts.clean, want_chars=tokenizer == "char", progress=progress
     )
     existing = _existing_dataset(out, opts, scan.sha256, force)
     if existing is not None:
@@ -323,7 +308,7 @@ def _build_dataset(tmp: Path, scan, opts: PrepareOptions, source: str, block_siz
         "tokenizer": opts.tokenizer,
         "tokenizer_file": TOKENIZER_FILE,
         "vocab_size": int(tok.vocab_size),
-        "eot_id": getattr(tok, "eot_id", None),
+        "eot_id": tok.eot_id,
         "dtype": dtype.name,
         "split": opts.split,
         "train_tokens": n_train,

@@ -1,6 +1,6 @@
 """Reading text files in bounded blocks, with validation, hashing and a character scan.
 
-Blocks are cut only after a newline that is followed by a visible ASCII character. At
+Blocks are cut only after a newline with a visible ASCII character on both sides. At
 such a point every tokenizer gptlab has (char, the seed's word regex, GPT-2's and
 byte-level BPE's pre-tokenizer regex) ends a pre-token, so encoding block by block gives
 exactly the ids of encoding the whole file at once; the cut also always falls on a UTF-8
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,26 +23,31 @@ from gptlab.errors import GptlabError
 
 logger = logging.getLogger(__name__)
 
-SCAN_BLOCK = 1 << 24  # 16 MiB
+SCAN_BLOCK = 1 << 22  # 4 MiB
 _MAX_CARRY = 1 << 26  # past 64 MiB without a newline cut, also cut between words
-_VISIBLE_ASCII = range(0x21, 0x7F)
+# Visible ASCII and ASCII letters, as bytes values (ints) and as 1-char strings, so that
+# `safe_cut` works on both bytes and str.
+_VISIBLE = set(range(0x21, 0x7F)) | {chr(c) for c in range(0x21, 0x7F)}
 _LETTERS = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LETTERS |= {chr(c) for c in _LETTERS}
 
 
-def safe_cut(buf: bytes, allow_space: bool = False) -> int:
+def safe_cut(buf: bytes | str, allow_space: bool = False) -> int:
     """Index just after the last tokenization-safe cut point in `buf`, or 0 if none.
 
-    A safe point is after b"\\n" when the next byte is visible ASCII; with `allow_space`,
-    also before b" " between two ASCII letters (a pre-token ends at the letter).
+    A safe point is after a newline with visible ASCII on both sides (GPT-2's regex treats
+    whitespace at the very end of a text specially, so the newline must not end a run of
+    spaces); with `allow_space`, also before a space between two ASCII letters.
     """
+    newline, space = (b"\n", b" ") if isinstance(buf, bytes) else ("\n", " ")
     end = len(buf) - 1
-    while (i := buf.rfind(b"\n", 0, end)) >= 0:
-        if buf[i + 1] in _VISIBLE_ASCII:
+    while (i := buf.rfind(newline, 1, end)) >= 0:
+        if buf[i + 1] in _VISIBLE and buf[i - 1] in _VISIBLE:
             return i + 1
         end = i
     if allow_space:
         end = len(buf) - 1
-        while (i := buf.rfind(b" ", 1, end)) >= 0:
+        while (i := buf.rfind(space, 1, end)) >= 0:
             if buf[i - 1] in _LETTERS and buf[i + 1] in _LETTERS:
                 return i
             end = i
@@ -102,6 +107,66 @@ def iter_text_blocks(
             yield text, len(raw)
 
 
+def _reblock(texts: Iterator[str], strip: bool) -> Iterator[str]:
+    """Re-cut cleaned blocks at safe points of the cleaned text; `strip` trims the ends.
+
+    Cleaning can delete the characters around a raw cut point, so the cleaned text is
+    re-cut to keep block-by-block encoding exact. With `strip`, the document's leading
+    whitespace is dropped from the first non-empty block and its trailing whitespace from
+    the last (the carry always holds the end of the document, as cuts need visible text).
+    """
+    carry = ""
+    started = not strip
+    for text in texts:
+        buf = carry + text
+        if not started:
+            buf = buf.lstrip()
+            started = bool(buf)
+        cut = safe_cut(buf, len(buf) > _MAX_CARRY)
+        if cut:
+            yield buf[:cut]
+        carry = buf[cut:]
+    if strip:
+        carry = carry.rstrip()
+    if carry:
+        yield carry
+
+
+def document_texts(
+    path: Path,
+    errors: str = "strict",
+    clean_steps: Sequence[str] = (),
+    block_bytes: int | None = None,
+    on_raw: Callable[[bytes], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Iterator[str]:
+    """One document's text in blocks, cleaned, each block cut at a tokenization-safe point.
+
+    Args:
+        path, errors, block_bytes, on_raw: as for `iter_text_blocks`.
+        clean_steps: gptlab.text cleaning steps, applied block by block; `strip` trims the
+            whole document's ends (after the other steps, wherever it is listed).
+        on_bytes: called with the number of raw bytes consumed, for progress bars.
+    """
+    blocks = iter_text_blocks(path, errors, block_bytes or SCAN_BLOCK, on_raw)
+
+    def counted(pairs):
+        for text, nbytes in pairs:
+            if on_bytes is not None:
+                on_bytes(nbytes)
+            yield text
+
+    texts = counted(blocks)
+    if not clean_steps:
+        yield from texts
+        return
+    from gptlab.text import clean
+
+    local = [step for step in clean_steps if step != "strip"]
+    cleaned = (clean(text, local) for text in texts) if local else texts
+    yield from _reblock(cleaned, strip="strip" in clean_steps)
+
+
 @dataclass
 class SourceScan:
     """What one pass over the sources learned."""
@@ -120,14 +185,15 @@ def _mark_chars(seen: np.ndarray, text: str) -> None:
 def scan_sources(
     files: list[Path],
     errors: str = "strict",
-    cleaner: Callable[[str], str] | None = None,
+    clean_steps: Sequence[str] = (),
     want_chars: bool = False,
     progress: bool = False,
 ) -> SourceScan:
     """Read every file once: validate it, hash it, and optionally collect its characters.
 
     Empty files among several are skipped with a warning; an empty single input, or
-    inputs that are all empty, raise GptlabError.
+    inputs that are all empty, raise GptlabError. The characters are those of the
+    cleaned text.
     """
     nonempty = [f for f in files if f.stat().st_size > 0]
     for f in files:
@@ -146,10 +212,10 @@ def scan_sources(
     with bar:
         for path in nonempty:
             digest = hashlib.sha256()
-            for text, nbytes in iter_text_blocks(path, errors, on_raw=digest.update):
+            steps = clean_steps if want_chars else ()  # cleaning matters only for chars
+            for text in document_texts(path, errors, steps, None, digest.update, bar.update):
                 if seen is not None:
-                    _mark_chars(seen, cleaner(text) if cleaner else text)
-                bar.update(nbytes)
+                    _mark_chars(seen, text)
             digests.append(digest.hexdigest())
     sha = digests[0] if len(digests) == 1 else hashlib.sha256(
         "".join(d + "\n" for d in digests).encode()

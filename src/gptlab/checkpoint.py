@@ -1,0 +1,448 @@
+"""Run folders and checkpoints: weights in safetensors, metadata in JSON, atomic writes.
+
+A run folder (RUN_DIR) holds everything `gptlab sample`, `gptlab eval` and a resumed
+`gptlab train` need. Its layout is a public contract (interop and the HTTP server build on
+it):
+
+    RUN_DIR/
+      config.json          {"model": ModelConfig.to_dict(), "train": TrainConfig dict ({} for
+                           imported weights), "data": {...dataset facts...},
+                           "gptlab_version": "0.1.0"}
+      tokenizer.json       the tokenizer (a copy of the dataset's tokenizer.json)
+      model.safetensors    latest weights
+      best.safetensors     weights with the best validation loss so far
+      metrics.jsonl        one JSON object per line (see gptlab.train.evaluate)
+      state/step-00000100/ one resumable checkpoint per kept step (the last K):
+        model.safetensors    the weights at that step
+        trainer.pt           optimizer state, step, RNG states (python, numpy, torch, cuda),
+                             batch sampler state; read with torch.load(weights_only=True)
+
+Weights files are written with `safetensors.torch.save_model` (tied weights are stored
+once and restored by `load_model`). Every file is written to a temporary name, fsynced and
+renamed, and a step folder appears under its final name only once complete, so a process
+killed at any moment leaves the previous checkpoint intact. Loading never executes code
+from a file: safetensors holds only tensors and `torch.load` runs with `weights_only=True`.
+
+Public API:
+    write_run(run_dir, model, tokenizer, ...)   create a run folder from weights alone
+    load_run(run_dir, which="best", device="cpu") -> Run(model, tokenizer, config)
+    save_checkpoint(run_dir, model, optimizer, state, keep_last=2) -> step folder
+    load_checkpoint(run_dir, model, optimizer=None) -> trainer state dict
+    save_weights / load_weights                 one safetensors file, atomically / safely
+Foreign, corrupt or truncated files, and a tokenizer that does not fit the model, raise
+`GptlabError` with the file's path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_model
+
+from gptlab import __version__
+from gptlab.errors import GptlabError
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+LATEST_WEIGHTS = "model.safetensors"
+BEST_WEIGHTS = "best.safetensors"
+METRICS_FILE = "metrics.jsonl"
+STATE_DIR = "state"
+TRAINER_STATE_FILE = "trainer.pt"
+_STEP_PREFIX = "step-"
+
+
+# ---------------------------------------------------------------------------- atomic io
+
+
+def fsync_dir(dir_path: Path) -> None:
+    """Make a rename inside `dir_path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(dir_path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` via `write(tmp_path)`, fsync, then rename over `path`.
+
+    Readers see either the old file or the complete new one, never a partial write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (UTF-8)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file; a missing or malformed file is a `GptlabError` naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GptlabError(f"{path} not found: is this a gptlab run folder?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GptlabError(f"{path} is not valid JSON ({exc}): the file is corrupt") from None
+
+
+# ---------------------------------------------------------------------------- weights
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module  # DDP
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # torch.compile
+        else:
+            return model
+
+
+def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None):
+    """Write the model's weights to a safetensors file atomically (tied weights stored once)."""
+    meta = {"format": "pt", "gptlab_version": __version__, **(metadata or {})}
+    atomic_write(Path(path), lambda tmp: save_model(_unwrap(model), str(tmp), metadata=meta))
+
+
+def read_weights_metadata(path: Path) -> dict[str, str]:
+    """The metadata header of a safetensors file; a foreign or corrupt file is a GptlabError."""
+    path = Path(path)
+    if not path.is_file():
+        raise GptlabError(f"{path} not found: train a model first or check the run folder")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GptlabError(
+            f"{path} is not a readable safetensors file ({exc}): it is corrupt, truncated "
+            "or not a gptlab checkpoint"
+        ) from None
+
+
+def load_weights(path: Path, model: torch.nn.Module, device: str | torch.device = "cpu"):
+    """Load a safetensors file into `model` (strict: same parameter names and shapes).
+
+    Raises:
+        GptlabError: the file is missing, corrupt, truncated, or holds another model's weights.
+    """
+    path = Path(path)
+    read_weights_metadata(path)  # checks the header before touching the model
+    try:
+        load_model(_unwrap(model), str(path), strict=True, device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise GptlabError(f"{path} could not be read ({exc}): the file is corrupt") from None
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise GptlabError(
+            f"{path} does not fit this model's configuration ({first}); check that "
+            f"{CONFIG_FILE} belongs to these weights"
+        ) from None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Atomically make `dst` a hard link to `src` (a copy where links are not possible)."""
+    def write(tmp: Path) -> None:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+    atomic_write(dst, write)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _step_dirs(run_dir: Path) -> list[Path]:
+    """Complete step folders under RUN_DIR/state, oldest first."""
+    state = Path(run_dir) / STATE_DIR
+    if not state.is_dir():
+        return []
+    found = []
+    for p in state.iterdir():
+        if p.is_dir() and p.name.startswith(_STEP_PREFIX) and p.name[len(_STEP_PREFIX):].isdigit():
+            found.append((int(p.name[len(_STEP_PREFIX):]), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint_dir(run_dir: Path) -> Path | None:
+    """The newest complete step folder of a run, or None when it has none."""
+    dirs = _step_dirs(run_dir)
+    return dirs[-1] if dirs else None
+
+
+def save_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    state: dict[str, Any],
+    keep_last: int = 2,
+    is_best: bool = False,
+) -> Path:
+    """Save a resumable checkpoint in RUN_DIR/state/step-NNNNNNNN and update model.safetensors.
+
+    Args:
+        run_dir: the run folder.
+        model: the model (DDP / compiled wrappers are unwrapped).
+        optimizer: its state is stored with the trainer state (None: weights only).
+        state: trainer state; must hold "step" (int); may hold tensors, numbers, strings,
+            lists, tuples and dicts (whatever `torch.load(weights_only=True)` accepts).
+        keep_last: how many step folders to keep (older ones are deleted after the new
+            one is complete).
+        is_best: also write best.safetensors.
+
+    Returns:
+        The new step folder.
+    """
+    if keep_last < 1:
+        raise GptlabError(f"keep_last={keep_last} must be at least 1")
+    run_dir = Path(run_dir)
+    step = int(state["step"])
+    state_root = run_dir / STATE_DIR
+    state_root.mkdir(parents=True, exist_ok=True)
+    final = state_root / f"{_STEP_PREFIX}{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=state_root))
+    try:
+        save_weights(tmp / LATEST_WEIGHTS, model, {"step": str(step)})
+        payload = dict(state)
+        if optimizer is not None:
+            payload["optimizer"] = optimizer.state_dict()
+        atomic_write(tmp / TRAINER_STATE_FILE, lambda p: torch.save(payload, p))
+        if final.exists():  # re-saving the same step (e.g. interrupted right after a save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(state_root)
+    _link_or_copy(final / LATEST_WEIGHTS, run_dir / LATEST_WEIGHTS)
+    if is_best:
+        _link_or_copy(final / LATEST_WEIGHTS, run_dir / BEST_WEIGHTS)
+    for old in _step_dirs(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in state_root.glob(f".{_STEP_PREFIX}*.tmp"):  # left by a killed process
+        shutil.rmtree(stale, ignore_errors=True)
+    log.debug("saved checkpoint %s", final)
+    return final
+
+
+def load_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Restore the newest checkpoint of RUN_DIR into `model` (and `optimizer`).
+
+    Returns:
+        The trainer state saved with it ("step", RNG states, sampler state, ...), without
+        the optimizer entry.
+
+    Raises:
+        GptlabError: no checkpoint, or a corrupt / truncated / foreign one.
+    """
+    step_dir = latest_checkpoint_dir(run_dir)
+    if step_dir is None:
+        raise GptlabError(
+            f"{run_dir} has no checkpoint under {STATE_DIR}/ to resume from; "
+            "start a new run without --resume"
+        )
+    load_weights(step_dir / LATEST_WEIGHTS, model, device)
+    state_path = step_dir / TRAINER_STATE_FILE
+    try:
+        state = torch.load(state_path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise GptlabError(f"{state_path} is missing: the checkpoint is incomplete") from None
+    except Exception as exc:  # pickle/zip errors of many kinds: never a traceback for users
+        raise GptlabError(
+            f"{state_path} could not be read safely ({type(exc).__name__}): it is corrupt, "
+            "truncated or not a gptlab trainer state"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise GptlabError(f"{state_path} is not a gptlab trainer state (no 'step')")
+    opt_state = state.pop("optimizer", None)
+    if optimizer is not None:
+        if opt_state is None:
+            raise GptlabError(f"{state_path} holds no optimizer state: cannot resume exactly")
+        try:
+            optimizer.load_state_dict(opt_state)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise GptlabError(
+                f"{state_path}: the optimizer state does not fit this model ({exc})"
+            ) from None
+    return state
+
+
+# ---------------------------------------------------------------------------- run folders
+
+
+@dataclass
+class Run:
+    """A loaded run folder: `model` (in eval mode), its `tokenizer` and the `config` dict."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    config: dict[str, Any]
+    run_dir: Path
+    weights_path: Path
+
+
+def run_config_dict(
+    model_config: Any,
+    train_config: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The config.json document of a run."""
+    model_dict = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+    return {
+        "model": model_dict,
+        "train": dict(train_config or {}),
+        "data": dict(data or {}),
+        "gptlab_version": __version__,
+    }
+
+
+def write_tokenizer(run_dir: Path, tokenizer: Any) -> None:
+    """Store the tokenizer as RUN_DIR/tokenizer.json (from a tokenizer object or a file)."""
+    dst = Path(run_dir) / TOKENIZER_FILE
+    if isinstance(tokenizer, (str, os.PathLike)):
+        src = Path(tokenizer)
+        if src.resolve() != dst.resolve():
+            atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+    else:
+        atomic_write(dst, lambda tmp: tokenizer.save(tmp))
+
+
+def write_run(
+    run_dir: Path,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    train_config: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Path:
+    """Create (or refresh) a run folder from a model and a tokenizer, e.g. imported weights.
+
+    Writes config.json, tokenizer.json, model.safetensors and best.safetensors (the same
+    weights), so `load_run`, `gptlab sample` and `gptlab eval` work on it.
+
+    Args:
+        run_dir: the folder to write (created if needed).
+        model: a `gptlab.model.GPT` (its `.config` is saved).
+        tokenizer: a tokenizer object with `save(path)`, or the path of a tokenizer.json.
+        train_config: TrainConfig as a dict, if any.
+        data: dataset facts to record (e.g. {"name": "shakespeare", "tokenizer": "char"}).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plain = _unwrap(model)
+    write_json(run_dir / CONFIG_FILE, run_config_dict(plain.config, train_config, data))
+    write_tokenizer(run_dir, tokenizer)
+    save_weights(run_dir / LATEST_WEIGHTS, plain)
+    _link_or_copy(run_dir / LATEST_WEIGHTS, run_dir / BEST_WEIGHTS)
+    return run_dir
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/config.json, checked to have a "model" section."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GptlabError(f"run folder {run_dir} does not exist: train with --out {run_dir} first")
+    config = read_json(run_dir / CONFIG_FILE)
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise GptlabError(f"{run_dir / CONFIG_FILE} has no 'model' section: not a gptlab run")
+    return config
+
+
+def build_model(model_dict: dict[str, Any], where: Path) -> torch.nn.Module:
+    """A `GPT` from a ModelConfig dict; a bad dict is a GptlabError naming `where`."""
+    from gptlab.model import GPT, ModelConfig
+
+    try:
+        config = ModelConfig.from_dict(model_dict)
+    except GptlabError as exc:
+        raise GptlabError(f"{where}: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise GptlabError(f"{where}: invalid model configuration ({exc})") from None
+    return GPT(config)
+
+
+def check_tokenizer_fits(tokenizer: Any, vocab_size: int, where: Path) -> None:
+    """A tokenizer fits a model when every id it produces is below the model's vocab_size."""
+    if tokenizer.vocab_size > vocab_size:
+        raise GptlabError(
+            f"{where}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+            f"vocab_size is {vocab_size}; the tokenizer does not belong to this model"
+        )
+
+
+def load_run(
+    run_dir: Path,
+    which: Literal["best", "latest"] = "best",
+    device: str | torch.device = "cpu",
+) -> Run:
+    """Load a run folder's model (eval mode, on `device`), tokenizer and config.
+
+    Args:
+        run_dir: the run folder.
+        which: "best" (best.safetensors, falling back to the latest weights when the run
+            has no evaluation yet) or "latest" (model.safetensors).
+        device: where to put the model.
+    """
+    from gptlab.tokenizers import load_tokenizer
+
+    if which not in ("best", "latest"):
+        raise GptlabError(f"which={which!r} is not one of: best, latest")
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    model = build_model(config["model"], run_dir / CONFIG_FILE)
+    weights = run_dir / (BEST_WEIGHTS if which == "best" else LATEST_WEIGHTS)
+    if which == "best" and not weights.exists():
+        weights = run_dir / LATEST_WEIGHTS
+    load_weights(weights, model, device)
+    model.to(device).eval()
+    tok_path = run_dir / TOKENIZER_FILE
+    if not tok_path.is_file():
+        raise GptlabError(f"{tok_path} not found: the run folder is incomplete")
+    tokenizer = load_tokenizer(tok_path)
+    check_tokenizer_fits(tokenizer, model.config.vocab_size, tok_path)
+    return Run(model=model, tokenizer=tokenizer, config=config, run_dir=run_dir,
+               weights_path=weights)

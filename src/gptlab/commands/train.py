@@ -1,0 +1,164 @@
+"""`gptlab train`: train a GPT into a run folder (or resume one)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gptlab.commands import add_option, new_command
+from gptlab.errors import ConfigError
+
+DESCRIPTION = """\
+Train a GPT language model into a run folder (--out DIR): config.json, tokenizer.json,
+model.safetensors (latest), best.safetensors (best val loss), metrics.jsonl, state/.
+
+Settings come from a preset (default cpu-quick), then a TOML --config file, then flags;
+every model and training setting is a flag (--max-iters 50 or --max_iters=50).
+With no arguments it trains cpu-quick on the built-in Shakespeare corpus (prepared on
+first use). Ctrl-C (or SIGTERM) saves a checkpoint; continue with --out DIR --resume.
+Several processes: torchrun --nproc_per_node=N -m gptlab train ...
+
+examples:
+  gptlab train --out runs/quick
+  gptlab train --preset lecture-small --out runs/lecture-small
+  gptlab train --input my.txt --tokenizer bpe --max-iters 1000 --out runs/mine
+  gptlab train --out runs/quick --resume --max-iters 4000
+"""
+
+
+_MODEL_HELP = {
+    "vocab_size": "model: vocabulary size (None: the dataset tokenizer's)",
+    "block_size": "model: context length in tokens",
+    "n_layer": "model: transformer blocks",
+    "n_head": "model: attention heads per block",
+    "n_embd": "model: channels of the residual stream",
+    "dropout": "model: dropout probability",
+    "bias": "model: biases in linear layers and LayerNorms",
+    "qkv_bias": "model: biases on the query/key/value projection",
+    "activation": "model: relu or gelu",
+    "pos_encoding": "model: learned, sinusoidal or rope",
+    "tie_weights": "model: share the token embedding with lm_head",
+    "attention": "model: fused (scaled_dot_product_attention) or reference (per-head)",
+}
+
+
+def _setting_fields() -> list[tuple[str, Any, str, Any]]:
+    """(name, type, help, built-in default) for every ModelConfig and TrainConfig field."""
+    from gptlab.train.config import TrainConfig, field_types, model_config_class
+
+    out = []
+    for cls in (model_config_class(), TrainConfig):
+        types = field_types(cls)
+        for f in dataclasses.fields(cls):
+            help_text = f.metadata.get("help") or _MODEL_HELP.get(f.name, "model setting")
+            default = None if f.default is dataclasses.MISSING else f.default
+            out.append((f.name, types[f.name], help_text, default))
+    return out
+
+
+def _is_bool(tp: Any) -> bool:
+    return tp is bool
+
+
+def add_parser(subparsers) -> None:
+    from gptlab.train.config import DEFAULT_PRESET, PRESETS, resolve_config
+
+    p = new_command(subparsers, "train", help="train a model (or resume a run)",
+                    description=DESCRIPTION)
+    add_option(p, "preset", default=None, choices=list(PRESETS),
+               help=f"starting configuration (None: {DEFAULT_PRESET}); see --list-presets")
+    add_option(p, "config", default=None, metavar="FILE",
+               help="TOML file of settings (flat, or [model] / [train] tables)")
+    add_option(p, "out", default=None, metavar="RUN_DIR",
+               help="run folder to create (None: runs/PRESET-YYYYMMDD-HHMMSS)")
+    add_option(p, "resume", action="store_true",
+               help="continue the run in --out from its latest checkpoint and saved settings")
+    add_option(p, "list_presets", action="store_true", help="list presets and exit")
+    add_option(p, "no_progress", action="store_true", help="hide the progress bar")
+    _, base_model, base_train = resolve_config(DEFAULT_PRESET)
+    base = {**base_model, **base_train.to_dict()}
+    group = p.add_argument_group(
+        "settings", f"model and training settings (values shown are {DEFAULT_PRESET}'s)")
+    for name, tp, help_text, default in _setting_fields():
+        shown = f" [{base.get(name, default)}]"
+        extra = dict(nargs="?", const="true", metavar="BOOL") if _is_bool(tp) else \
+            dict(metavar=name.upper())
+        add_option(group, name, default=argparse.SUPPRESS, help=help_text + shown, **extra)
+    p.set_defaults(func=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from gptlab.train.config import parse_text
+
+    return {name: parse_text(tp, getattr(args, name), name)
+            for name, tp, _, _ in _setting_fields() if hasattr(args, name)}
+
+
+def _print_presets() -> None:
+    from gptlab.train.config import PRESETS
+
+    for preset in PRESETS.values():
+        print(f"{preset.name}\n  {preset.description}\n  source: {preset.source}")
+
+
+def _resume_settings(run_dir: Path, overrides: dict[str, Any], args) -> tuple[dict, Any]:
+    from gptlab.checkpoint import read_run_config
+    from gptlab.train.config import TrainConfig, split_settings
+
+    if args.preset or args.config:
+        raise ConfigError("--resume continues with the run's saved settings: drop --preset "
+                          "and --config (pass changes as flags, e.g. --max-iters)")
+    saved = read_run_config(run_dir)
+    over_model, over_train = split_settings(overrides, "command line")
+    changed = sorted(k for k, v in over_model.items()
+                     if k != "dropout" and saved["model"].get(k) != v)
+    if changed:
+        raise ConfigError(f"--{changed[0].replace('_', '-')} cannot change when resuming "
+                          "(the weights have that shape): start a new run instead")
+    model = {**saved["model"], **over_model}
+    return model, TrainConfig.from_dict({**saved.get("train", {}), **over_train})
+
+
+def run(args: argparse.Namespace) -> int:
+    from gptlab.train import resolve_config, train
+
+    if args.list_presets:
+        _print_presets()
+        return 0
+    overrides = _overrides(args)
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out RUN_DIR naming the run to continue")
+        run_dir = Path(args.out)
+        model, config = _resume_settings(run_dir, overrides, args)
+    else:
+        name, model, config = resolve_config(
+            args.preset, Path(args.config) if args.config else None, overrides)
+        run_dir = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = train(run_dir, model, config, resume=args.resume, progress=not args.no_progress)
+    if not result.is_main:
+        return 0
+    _report(result)
+    return 0
+
+
+def _report(result) -> None:
+    err = sys.stderr
+    ev = result.last_eval
+    if ev:
+        extra = f", bits/byte {ev['val_bpb']:.4f}" if "val_bpb" in ev else ""
+        print(f"step {result.step}: val loss {ev['val_loss']:.4f}{extra} "
+              f"(best {result.best_val_loss:.4f})", file=err)
+    print(f"{result.tokens:,} tokens in {result.elapsed:.1f} s; run folder: {result.run_dir}",
+          file=err)
+    if result.interrupted:
+        print(f"stopped at step {result.step} of {result.max_iters}; checkpoint saved. "
+              f"Resume with: gptlab train --out {result.run_dir} --resume", file=err)
+        return
+    print(f"sample with: gptlab sample {result.run_dir} --prompt \"...\"", file=err)
+    if result.sample:
+        print(result.sample)

@@ -1,0 +1,121 @@
+"""Tokenizers — one protocol, four kinds: char, word, gpt2 (tiktoken), bpe (HF tokenizers).
+
+Every tokenizer has `name`, `vocab_size`, `special_tokens`, `eot_id`, `encode(text)`,
+`decode(ids)`, `encode_batch(texts, num_threads=0)`, `encode_to_array(text)` and
+`save(path)` (one JSON file); `load_tokenizer(path)` reads any of them back and
+`build_tokenizer(kind, ...)` makes one from a corpus (what `gptlab prepare` calls).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from gptlab.errors import ConfigError, GptlabError
+from gptlab.tokenizers.base import EOT, FORMAT_VERSION, Tokenizer
+from gptlab.tokenizers.bpe import BPETokenizer
+from gptlab.tokenizers.char import CharTokenizer
+from gptlab.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
+from gptlab.tokenizers.word import WordTokenizer
+
+__all__ = [
+    "EOT",
+    "KINDS",
+    "BPETokenizer",
+    "CharTokenizer",
+    "GPT2Tokenizer",
+    "Tokenizer",
+    "WordTokenizer",
+    "build_tokenizer",
+    "load_tokenizer",
+]
+
+log = logging.getLogger(__name__)
+
+KINDS: dict[str, type[Tokenizer]] = {
+    "char": CharTokenizer,
+    "word": WordTokenizer,
+    "gpt2": GPT2Tokenizer,
+    "bpe": BPETokenizer,
+}
+DEFAULT_BPE_VOCAB_SIZE = 4096
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
+    """Read a tokenizer saved by `Tokenizer.save` (any kind).
+
+    Raises:
+        GptlabError: the file is missing, not JSON, or not a gptlab tokenizer file.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise GptlabError(f"tokenizer file {path} does not exist: check the path") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GptlabError(f"tokenizer file {path} is not valid JSON ({exc})") from exc
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in KINDS:
+        raise GptlabError(
+            f"{path} is not a gptlab tokenizer file (kind {kind!r}; expected one of "
+            f"{', '.join(KINDS)})"
+        )
+    version = data.get("format", FORMAT_VERSION)
+    if version > FORMAT_VERSION:
+        raise GptlabError(
+            f"{path} has tokenizer file format {version}, newer than this gptlab reads "
+            f"({FORMAT_VERSION}): upgrade gptlab"
+        )
+    try:
+        return KINDS[kind].from_dict(data)
+    except (KeyError, TypeError) as exc:
+        raise GptlabError(f"{kind} tokenizer file {path} is incomplete ({exc!r})") from exc
+
+
+def _read_texts(files: Iterable[str | os.PathLike[str]]) -> list[str]:
+    return [Path(f).read_text(encoding="utf-8") for f in files]
+
+
+def build_tokenizer(
+    kind: str,
+    text: str | None = None,
+    files: Sequence[str | os.PathLike[str]] | None = None,
+    vocab_size: int | None = None,
+    unk: bool = False,
+) -> Tokenizer:
+    """Make a tokenizer of `kind` for a corpus given as `text` and/or `files`.
+
+    Args:
+        kind: "char", "word", "gpt2" or "bpe".
+        text: corpus text (char/word vocabularies and bpe merges are learned from it).
+        files: corpus files (UTF-8), used with or instead of `text`.
+        vocab_size: bpe only (default 4096); gpt2 accepts only 50257.
+        unk: char only: add an `<unk>` id for unseen characters (word always has `<|unk|>`;
+            gpt2 and bpe are byte-level and never meet an unknown character).
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"unknown tokenizer {kind!r}: choose one of {', '.join(KINDS)}")
+    if kind == "gpt2":
+        if vocab_size not in (None, GPT2_VOCAB_SIZE):
+            raise ConfigError(
+                f"vocab size {vocab_size} does not apply to gpt2 (always {GPT2_VOCAB_SIZE}): "
+                "drop --vocab-size or use --tokenizer bpe"
+            )
+        return GPT2Tokenizer()
+    if kind in ("char", "word") and vocab_size is not None:
+        raise ConfigError(
+            f"vocab size {vocab_size} does not apply to the {kind} tokenizer (its vocabulary "
+            "comes from the corpus): drop --vocab-size or use --tokenizer bpe"
+        )
+    if text is None and not files:
+        raise ConfigError(f"the {kind} tokenizer is learned from a corpus: give text or files")
+    if kind == "bpe":
+        sources: list = ([text] if text is not None else []) + [Path(f) for f in files or []]
+        return BPETokenizer.train(sources, vocab_size or DEFAULT_BPE_VOCAB_SIZE)
+    texts = ([text] if text is not None else []) + _read_texts(files or [])
+    if kind == "char":
+        return CharTokenizer.from_text(texts, unk=unk)
+    return WordTokenizer.from_text(texts)

@@ -1,0 +1,126 @@
+"""The protocol every gptlab tokenizer follows, and its JSON file format.
+
+A tokenizer turns text into a list of integer ids (`encode`) and back (`decode`). All four
+kinds (char, word, gpt2, bpe) share this interface, so `gptlab prepare` and the rest of
+gptlab never ask which kind they hold. A tokenizer is saved as ONE self-describing JSON file,
+`{"kind": "<name>", "format": 1, ...}`, which `gptlab.tokenizers.load_tokenizer` reads back.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from gptlab.errors import GptlabError
+
+log = logging.getLogger(__name__)
+
+EOT = "<|endoftext|>"  # GPT-2's document separator; the seeds join documents with it
+FORMAT_VERSION = 1
+
+
+def resolve_num_threads(num_threads: int) -> int:
+    """0 means every core this process may use; otherwise the number itself (>= 1)."""
+    if num_threads < 0:
+        raise GptlabError(f"num_threads={num_threads} must be >= 0 (0 uses all cores)")
+    if num_threads:
+        return num_threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Tokenizer(abc.ABC):
+    """Common interface of the char, word, gpt2 and bpe tokenizers.
+
+    Attributes:
+        name: the kind, one of "char", "word", "gpt2", "bpe" (also the JSON file's "kind").
+        special_tokens: special token text -> id (e.g. {"<|endoftext|>": 50256}).
+    """
+
+    name: ClassVar[str]
+    special_tokens: dict[str, int]
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids; every id `encode` returns is in range(vocab_size)."""
+
+    @property
+    def eot_id(self) -> int | None:
+        """Id of `<|endoftext|>`, or None when this tokenizer has no such token."""
+        return self.special_tokens.get(EOT)
+
+    @abc.abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Text -> token ids."""
+
+    @abc.abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids -> text."""
+
+    def encode_batch(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
+        """Encode several texts; kinds with a parallel encoder use `num_threads` cores (0 = all).
+
+        Returns one id list per text, each equal to `encode(text)`.
+        """
+        resolve_num_threads(num_threads)
+        return [self.encode(text) for text in texts]
+
+    def encode_to_array(self, text: str) -> np.ndarray:
+        """Encode into a 1-D uint32 array of shape (n_tokens,): the fast path for prepare."""
+        return np.asarray(self.encode(text), dtype=np.uint32)
+
+    @abc.abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild this tokenizer, minus "kind" and "format"."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
+        """Rebuild from `to_dict()`'s output."""
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the tokenizer as one JSON file (atomically: temp file, then rename).
+
+        Returns the path written.
+        """
+        path = Path(path)
+        data = {"kind": self.name, "format": FORMAT_VERSION, **self.to_dict()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def check_ids(self, ids: Sequence[int]) -> None:
+        """Raise GptlabError naming the first id outside range(vocab_size)."""
+        arr = np.asarray(ids)
+        if arr.size == 0:
+            return
+        bad = (arr < 0) | (arr >= self.vocab_size)
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise GptlabError(
+                f"token id {int(arr[pos])} at position {pos} is outside the {self.name} "
+                f"tokenizer's vocabulary (0..{self.vocab_size - 1}): were these ids made "
+                "with another tokenizer?"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size})"

@@ -1,0 +1,356 @@
+"""TrainConfig, the presets, and how a run's configuration is resolved.
+
+A run's configuration has two parts: the model's (`gptlab.model.ModelConfig` fields) and the
+trainer's (`TrainConfig` fields, named as nanoGPT names them). They are resolved in this
+order, each step overriding the one before:
+
+    preset (default "cpu-quick")  <  --config FILE (TOML)  <  command-line flags
+
+A TOML file may be flat (`max_iters = 500`, `n_layer = 4`) or use `[model]` / `[train]`
+tables, and may name its base preset (`preset = "lecture"`). Config files are parsed as
+data, never executed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gptlab.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """How to train: data, optimisation, evaluation, checkpoints, hardware.
+
+    Field names follow nanoGPT's train.py where it has them.
+    """
+
+    # data
+    dataset: str = _f("shakespeare", "built-in corpus to train on (prepared on first use)")
+    data: str | None = _f(None, "prepared dataset folder (from `gptlab prepare`); wins "
+                          "over --dataset and --input")
+    input: str | None = _f(None, "a text file to prepare and train on (with --tokenizer)")
+    tokenizer: str = _f("char", "tokenizer kind used when preparing --dataset or --input")
+    # optimisation
+    batch_size: int = _f(12, "sequences per micro-batch (per process)")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step, split "
+                                          "across processes under torchrun")
+    max_iters: int = _f(2000, "optimizer steps to train for")
+    learning_rate: float = _f(1e-3, "peak learning rate")
+    decay_lr: bool = _f(True, "linear warmup then cosine decay to min_lr (else constant)")
+    warmup_iters: int = _f(100, "steps of linear warmup")
+    lr_decay_iters: int | None = _f(None, "step where the cosine reaches min_lr "
+                                    "(default: max_iters)")
+    min_lr: float = _f(1e-4, "learning-rate floor of the cosine decay")
+    weight_decay: float = _f(0.1, "AdamW weight decay, applied to weight matrices only")
+    decay_embeddings: bool = _f(True, "apply weight decay to the embedding tables too")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.99, "AdamW beta2")
+    grad_clip: float = _f(1.0, "clip the gradient norm to this (0: no clipping)")
+    seed: int = _f(1337, "seed for weights, batches and dropout")
+    init_from: str = _f("scratch", "'scratch' or a run folder whose weights to start from "
+                        "(fine-tuning)")
+    # evaluation, logging, checkpoints
+    eval_interval: int = _f(250, "evaluate (and checkpoint) every this many steps")
+    eval_iters: int = _f(20, "batches per split in each evaluation")
+    log_interval: int = _f(1, "write a train-loss line to metrics.jsonl every this many steps")
+    keep_last: int = _f(2, "resumable checkpoints to keep (plus best.safetensors)")
+    sample_tokens: int = _f(200, "tokens to sample at the end of training (0: none)")
+    tensorboard: bool = _f(False, "also log to RUN_DIR/tensorboard (needs tensorboard)")
+    # hardware
+    device: str = _f("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "autocast dtype: auto is bfloat16 on CUDA where supported, else float32")
+    compile: bool = _f(False, "torch.compile the model")
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "gradient_accumulation_steps", "eval_interval",
+                    "eval_iters", "log_interval", "keep_last")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("max_iters", "warmup_iters", "sample_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if self.min_lr > self.learning_rate and self.decay_lr:
+            raise ConfigError(
+                f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "
+                "lower --min-lr"
+            )
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(
+                f"dtype={self.dtype!r} is not one of: auto, float32, bfloat16, float16"
+            )
+
+    @property
+    def decay_iters(self) -> int:
+        """The step where the cosine schedule reaches min_lr."""
+        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict (as saved in config.json); unknown keys are a ConfigError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown train setting {unknown[0]!r}{_suggest(unknown[0], names)}")
+        return cls(**{k: coerce(cls, k, v) for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting configuration and where its numbers come from."""
+
+    name: str
+    source: str
+    description: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def _preset(name: str, source: str, description: str, model: dict, train: dict) -> None:
+    PRESETS[name] = Preset(name, source, description, model, train)
+
+
+_LECTURE_MODEL = dict(activation="relu", attention="reference", pos_encoding="learned",
+                      bias=True, qkv_bias=False, tie_weights=False)
+_preset(
+    "lecture-small",
+    "seed 001 (the 'build a GPT' lecture's reference gpt.py)",
+    "the lecture's exact 0.21M-parameter model: batch 16, block 32, 64 channels, 4 heads, "
+    "4 layers, ReLU, per-head attention, AdamW lr 1e-3 constant, 5000 steps, eval every 100 "
+    "over 200 batches",
+    dict(block_size=32, n_layer=4, n_head=4, n_embd=64, dropout=0.0, **_LECTURE_MODEL),
+    # torch.optim.AdamW defaults as the seed uses them: betas (0.9, 0.999), decay 0.01.
+    dict(batch_size=16, max_iters=5000, learning_rate=1e-3, decay_lr=False, warmup_iters=0,
+         weight_decay=0.01, beta1=0.9, beta2=0.999, grad_clip=0.0, eval_interval=100,
+         eval_iters=200, seed=1337),
+)
+_preset(
+    "lecture",
+    "seed 003 (the lecture's larger configuration)",
+    "10.8M parameters: batch 64, block 256, 384 channels, 6 heads, 6 layers, dropout 0.2, "
+    "lr 3e-4 constant, 5000 steps, eval every 500 over 200 batches (GPU-sized)",
+    dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, **_LECTURE_MODEL),
+    dict(batch_size=64, max_iters=5000, learning_rate=3e-4, decay_lr=False, warmup_iters=0,
+         weight_decay=0.01, beta1=0.9, beta2=0.999, grad_clip=0.0, eval_interval=500,
+         eval_iters=200, seed=1337),
+)
+_preset(
+    "cpu-quick",
+    "nanoGPT README's CPU recipe (config/train_shakespeare_char.py, shrunk for a laptop)",
+    "0.8M parameters, char-level Shakespeare in about 2 minutes on 2 CPU cores: batch 12, "
+    "block 64, 4 layers, 4 heads, 128 channels, no dropout, lr 1e-3 warmup 100 cosine to "
+    "1e-4 over 2000 steps",
+    dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+    dict(batch_size=12, max_iters=2000, learning_rate=1e-3, decay_lr=True, warmup_iters=100,
+         lr_decay_iters=2000, min_lr=1e-4, weight_decay=0.1, beta1=0.9, beta2=0.99,
+         grad_clip=1.0, eval_interval=250, eval_iters=20),
+)
+_preset(
+    "finetune",
+    "nanoGPT's config/finetune_shakespeare.py, adapted",
+    "continue training a run's weights (set --init-from RUN_DIR, e.g. imported GPT-2) on "
+    "new text: small constant lr 3e-5, dropout 0.1, 200 steps of batch 8 x 4 accumulation",
+    dict(dropout=0.1),
+    dict(batch_size=8, gradient_accumulation_steps=4, max_iters=200, learning_rate=3e-5,
+         decay_lr=False, warmup_iters=0, weight_decay=0.0, eval_interval=50, eval_iters=20,
+         init_from="scratch"),
+)
+
+DEFAULT_PRESET = "cpu-quick"
+
+
+# ---------------------------------------------------------------------------- field typing
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass's fields."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _suggest(name: str, names: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_text(tp: Any, text: str, name: str) -> Any:
+    """Parse a command-line string as a value of field type `tp` (e.g. "1e-3" -> 0.001)."""
+    base, optional = _unwrap_optional(tp)
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    try:
+        if base is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        if base is int:
+            value = float(text) if ("e" in text.lower() or "." in text) else int(text)
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if base is float:
+            return float(text)
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}[base]
+        raise ConfigError(f"--{name.replace('_', '-')}={text!r} is not {kind}") from None
+    return coerce_type(tp, text, name)
+
+
+def coerce_type(tp: Any, value: Any, name: str) -> Any:
+    """Check a value (from TOML or JSON) against field type `tp`, converting int -> float."""
+    base, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} cannot be empty")
+    if typing.get_origin(base) is Literal:
+        choices = typing.get_args(base)
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not one of: {', '.join(map(str, choices))}")
+        return value
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(base, True)
+    if not ok:
+        raise ConfigError(f"{name}={value!r} must be of type {getattr(base, '__name__', base)}")
+    return float(value) if base is float else value
+
+
+def coerce(cls: type, name: str, value: Any) -> Any:
+    """Coerce a value for field `name` of dataclass `cls`."""
+    return coerce_type(field_types(cls)[name], value, name)
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+def model_config_class() -> type:
+    from gptlab.model import ModelConfig
+
+    return ModelConfig
+
+
+def split_settings(settings: dict[str, Any], source: str) -> tuple[dict, dict]:
+    """Split flat settings into (model, train) dicts by field name; unknown names fail."""
+    model_types = field_types(model_config_class())
+    train_types = field_types(TrainConfig)
+    model, train = {}, {}
+    for key, value in settings.items():
+        if key in model_types:
+            model[key] = coerce_type(model_types[key], value, key)
+        elif key in train_types:
+            train[key] = coerce_type(train_types[key], value, key)
+        else:
+            known = list(model_types) + list(train_types)
+            raise ConfigError(f"{source}: unknown setting {key!r}{_suggest(key, known)}")
+    return model, train
+
+
+def load_config_file(path: Path) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """Read a TOML config file.
+
+    Returns:
+        (preset named in the file or None, model settings, train settings).
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    preset = doc.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"{path}: preset must be a string, got {preset!r}")
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in ("model", "train") and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    model, train = split_settings(flat, str(path))
+    return preset, model, train
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(
+            f"unknown preset {name!r}{_suggest(name, PRESETS)}; choose one of: "
+            + ", ".join(PRESETS)
+        )
+    return PRESETS[name]
+
+
+def resolve_config(
+    preset: str | None = None,
+    config_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any], TrainConfig]:
+    """Resolve preset < config file < overrides.
+
+    Args:
+        preset: preset name (None: the file's `preset`, else "cpu-quick").
+        config_path: a TOML file, or None.
+        overrides: flat field -> value (already typed), e.g. from command-line flags.
+
+    Returns:
+        (preset name, model settings dict (ModelConfig fields; vocab_size is filled from
+        the dataset later), TrainConfig).
+    """
+    file_preset, file_model, file_train = (None, {}, {})
+    if config_path is not None:
+        file_preset, file_model, file_train = load_config_file(config_path)
+    name = preset or file_preset or DEFAULT_PRESET
+    base = get_preset(name)
+    over_model, over_train = split_settings(dict(overrides or {}), "command line")
+    model = {**base.model, **file_model, **over_model}
+    train = TrainConfig(**{**base.train, **file_train, **over_train})
+    return name, model, train

@@ -1,0 +1,224 @@
+"""Evaluation (the seed's estimate_loss, and a full pass over a split) and the metrics log.
+
+Loss is the mean cross-entropy in nats per token. From it: perplexity = exp(loss); bits per
+token = loss / ln 2; bits per character and bits per byte divide that by the characters or
+UTF-8 bytes one token stands for on average in the split, which makes char-level and BPE
+runs comparable (bits per byte is the usual cross-tokenizer figure).
+
+metrics.jsonl holds one JSON object per line:
+    {"kind": "train", "step": 10, "loss": 2.31, "lr": 0.001, "tokens": 7680, "time": 1.2}
+    {"kind": "eval", "step": 100, "tokens": ..., "time": ..., "train_loss": ..., "val_loss":
+     ..., "val_ppl": ..., "val_bpc": ..., "val_bpb": ...}
+"step" counts optimizer updates done; "time" is training wall time in seconds (evaluation
+excluded for train lines, included for eval lines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gptlab.checkpoint import atomic_write_text
+
+LN2 = math.log(2.0)
+
+
+def loss_metrics(
+    loss: float, chars_per_token: float | None = None, bytes_per_token: float | None = None
+) -> dict[str, float]:
+    """{"loss", "ppl", "bpc", "bpb"} for a mean loss in nats per token."""
+    out = {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+    if chars_per_token:
+        out["bpc"] = loss / LN2 / chars_per_token
+    if bytes_per_token:
+        out["bpb"] = loss / LN2 / bytes_per_token
+    return out
+
+
+def text_per_token(
+    tokenizer: Any, tokens: np.ndarray, limit: int = 1_000_000
+) -> tuple[float, float]:
+    """Average characters and UTF-8 bytes per token over (up to `limit` of) `tokens`.
+
+    Returns:
+        (chars_per_token, bytes_per_token).
+    """
+    ids = np.asarray(tokens[:limit]).astype(np.int64).tolist()
+    if not ids:
+        return 1.0, 1.0
+    text = tokenizer.decode(ids)
+    return len(text) / len(ids), len(text.encode("utf-8")) / len(ids)
+
+
+@torch.no_grad()
+def estimate_loss(
+    model: torch.nn.Module,
+    make_batches: Callable[[str], Any],
+    eval_iters: int,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    splits: tuple[str, ...] = ("train", "val"),
+) -> dict[str, float]:
+    """Mean loss over `eval_iters` batches of each split (seed 001's estimate_loss).
+
+    Args:
+        model: returns (logits, loss) from (idx, targets).
+        make_batches: split -> an object with get_batch() -> (x, y), each (B, T).
+        eval_iters: batches per split.
+        autocast: context manager factory for mixed precision.
+
+    Returns:
+        split -> mean loss. The model is left in training mode.
+    """
+    out = {}
+    model.eval()
+    try:
+        for split in splits:
+            batches = make_batches(split)
+            losses = torch.zeros(eval_iters)
+            for k in range(eval_iters):
+                x, y = batches.get_batch()
+                with autocast():
+                    _, loss = model(x, y)
+                losses[k] = loss.float().item()
+            out[split] = losses.mean().item()
+    finally:
+        model.train()
+    return out
+
+
+def sequential_windows(
+    tokens: np.ndarray, block_size: int, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Non-overlapping (x, y) windows covering `tokens` in order, batched.
+
+    Yields:
+        x, y int64 arrays of shape (b, block_size), b <= batch_size, y = x shifted by one.
+    """
+    n_windows = (len(tokens) - 1) // block_size
+    for start in range(0, n_windows, batch_size):
+        rows = range(start, min(start + batch_size, n_windows))
+        x = np.stack([tokens[r * block_size:(r + 1) * block_size] for r in rows])
+        y = np.stack([tokens[r * block_size + 1:(r + 1) * block_size + 1] for r in rows])
+        yield x.astype(np.int64), y.astype(np.int64)  # (b, T), (b, T)
+
+
+@torch.no_grad()
+def evaluate_tokens(
+    model: torch.nn.Module,
+    tokens: np.ndarray,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    max_batches: int | None = None,
+) -> tuple[float, int]:
+    """Mean loss over a whole token array in non-overlapping windows of the model's block.
+
+    Returns:
+        (mean loss in nats per predicted token, number of predicted tokens).
+    """
+    block_size = model.config.block_size
+    if len(tokens) < 2:
+        return float("nan"), 0
+    block_size = min(block_size, len(tokens) - 1)
+    model.eval()
+    total, count = 0.0, 0
+    for i, (x, y) in enumerate(sequential_windows(tokens, block_size, batch_size)):
+        if max_batches is not None and i >= max_batches:
+            break
+        xt = torch.from_numpy(x).to(device)
+        yt = torch.from_numpy(y).to(device)
+        _, loss = model(xt, yt)
+        total += loss.float().item() * y.size
+        count += y.size
+    return total / max(count, 1), count
+
+
+class MetricsLog:
+    """Appends JSON lines to RUN_DIR/metrics.jsonl (flushed per line)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file = None
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines past `step` (left by a run killed after its last checkpoint)."""
+        if not self.path.exists():
+            return
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file (a torn last line is skipped)."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def evaluate_run(
+    run_dir: Path,
+    data_dir: Path | None = None,
+    split: str = "val",
+    which: str = "best",
+    batch_size: int = 32,
+    max_batches: int | None = None,
+    device: str = "auto",
+) -> dict[str, float]:
+    """Evaluate a run folder on a prepared dataset split (`gptlab eval`).
+
+    Returns:
+        {"loss", "ppl", "bpc", "bpb", "tokens"} with loss in nats per token.
+
+    Raises:
+        GptlabError: no dataset, or one whose tokenizer differs from the run's.
+    """
+    from gptlab.checkpoint import TOKENIZER_FILE, load_run
+    from gptlab.data import load_meta, load_split
+    from gptlab.errors import GptlabError
+    from gptlab.train.runtime import resolve_device
+
+    if batch_size < 1:
+        raise GptlabError(f"--batch-size {batch_size} must be >= 1")
+    device = resolve_device(device)
+    run = load_run(run_dir, which=which, device=device)
+    if data_dir is None:
+        recorded = run.config.get("data", {}).get("dir")
+        if not recorded:
+            raise GptlabError(f"{run_dir} records no dataset: pass --data DIR")
+        data_dir = Path(recorded)
+    data_dir = Path(data_dir)
+    meta = load_meta(data_dir)
+    data_tok = data_dir / meta.get("tokenizer_file", TOKENIZER_FILE)
+    if not data_tok.is_file() or \
+            data_tok.read_bytes() != (Path(run_dir) / TOKENIZER_FILE).read_bytes():
+        raise GptlabError(
+            f"{data_dir} was tokenized with another tokenizer than {run_dir} "
+            f"({meta.get('tokenizer')}, vocab {meta.get('vocab_size')}): prepare it with the "
+            "run's tokenizer"
+        )
+    tokens = load_split(data_dir, split)
+    loss, count = evaluate_tokens(run.model, tokens, batch_size, device, max_batches)
+    chars, nbytes = text_per_token(run.tokenizer, tokens[: count + 1])
+    return {**loss_metrics(loss, chars, nbytes), "tokens": count}

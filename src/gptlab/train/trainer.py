@@ -1,0 +1,460 @@
+"""The training loop: seed 001's loop made resumable, observable and multi-process.
+
+Step numbering: `step` counts optimizer updates done. Evaluation (and a checkpoint) happens
+at step 0, every `eval_interval` steps and at `max_iters`, so "val loss at step 2000" is
+measured after 2000 updates, as the seed prints it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from gptlab import checkpoint as ckpt
+from gptlab.errors import GptlabError
+from gptlab.train import distributed as dist_util
+from gptlab.train.config import TrainConfig
+from gptlab.train.evaluate import MetricsLog, estimate_loss, loss_metrics
+from gptlab.train.optim import configure_optimizer, get_lr
+from gptlab.train.runtime import (
+    autocast_factory,
+    data_facts,
+    enable_tf32,
+    prepared_dataset_dir,
+    resolve_device,
+    resolve_dtype,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+
+log = logging.getLogger(__name__)
+
+_EVAL_SEED_OFFSET = 1_000_003  # eval batches come from their own, fixed stream
+
+
+class TrainingDiverged(GptlabError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run reports."""
+
+    run_dir: Path
+    step: int
+    max_iters: int
+    tokens: int
+    elapsed: float
+    interrupted: bool
+    best_val_loss: float | None
+    last_eval: dict[str, float] = field(default_factory=dict)
+    sample: str | None = None
+    is_main: bool = True
+
+
+class Trainer:
+    """Train a GPT into a run folder.
+
+    Args:
+        run_dir: the run folder (created; must be new or empty unless `resume`).
+        model_settings: ModelConfig fields (vocab_size comes from the dataset).
+        config: the TrainConfig.
+        resume: continue from RUN_DIR's latest checkpoint (config already merged by caller).
+        progress: show a tqdm bar on stderr (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        model_settings: dict[str, Any],
+        config: TrainConfig,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.resume = resume
+        self.progress = progress
+        self.stop_requested = False
+        self.dist, self.device = dist_util.setup(resolve_device(config.device))
+        self.micro_steps = dist_util.micro_steps_per_rank(
+            config.gradient_accumulation_steps, self.dist)
+        self.ptdtype = resolve_dtype(config.dtype, self.device)
+        self.autocast = autocast_factory(self.device, self.ptdtype)
+        enable_tf32(self.device)
+        if not resume:
+            self._check_new_run_dir()
+        self._setup_data()
+        self._setup_model(model_settings)
+        self.step = 0
+        self.best_val_loss: float | None = None
+        self.last_eval: dict[str, float] = {}
+        self.metrics = MetricsLog(self.run_dir / ckpt.METRICS_FILE)
+        if resume:
+            self._restore()
+        elif self.dist.is_main:
+            self._write_run_files()
+        self._wrap_model()
+
+    # ------------------------------------------------------------------ setup
+
+    def _check_new_run_dir(self) -> None:
+        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise GptlabError(
+                f"--out {self.run_dir} already holds files: add --resume to continue that run, "
+                "or pass a new --out"
+            )
+
+    def _setup_data(self) -> None:
+        from gptlab.data import RandomBatches, load_meta
+        from gptlab.tokenizers import load_tokenizer
+
+        self.data_dir = prepared_dataset_dir(self.config)
+        self.meta = load_meta(self.data_dir)
+        self.tokenizer_path = self.data_dir / self.meta.get("tokenizer_file", "tokenizer.json")
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
+        self.data_info = data_facts(self.data_dir, self.meta, self.tokenizer)
+        self._batches_cls = RandomBatches
+
+    def _make_batches(self, split: str, seed: int) -> Any:
+        return self._batches_cls(self.data_dir, split, self.config.batch_size,
+                                 self.model.config.block_size, device=self.device, seed=seed)
+
+    def _model_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Settings for ModelConfig: from init_from's run when fine-tuning, vocab from data."""
+        settings = dict(settings)
+        if self.config.init_from != "scratch":
+            base = ckpt.read_run_config(Path(self.config.init_from))["model"]
+            ignored = sorted(k for k in settings if k != "dropout" and base.get(k) != settings[k])
+            if ignored:
+                log.info("init_from %s: keeping its model shape (ignoring %s)",
+                         self.config.init_from, ", ".join(ignored))
+            settings = {**base, "dropout": settings.get("dropout", base.get("dropout", 0.0))}
+        data_vocab = int(self.meta["vocab_size"])
+        if settings.get("vocab_size") is None or self.config.init_from == "scratch" and \
+                settings["vocab_size"] < data_vocab:
+            settings["vocab_size"] = data_vocab
+        if settings["vocab_size"] < data_vocab:
+            raise GptlabError(
+                f"the dataset's tokenizer has {data_vocab} tokens but --init-from "
+                f"{self.config.init_from} has vocab_size {settings['vocab_size']}: prepare the "
+                "data with the run's tokenizer"
+            )
+        return settings
+
+    def _setup_model(self, settings: dict[str, Any]) -> None:
+        from gptlab.model import GPT, ModelConfig
+
+        settings = self._model_settings(settings)
+        try:
+            model_config = ModelConfig.from_dict(settings)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, GptlabError):
+                raise
+            raise GptlabError(f"invalid model settings: {exc}") from None
+        seed_everything(self.config.seed)
+        self.model = GPT(model_config)
+        if self.config.init_from != "scratch":
+            self._load_init_weights()
+        self.model.to(self.device)
+        self.optimizer = configure_optimizer(self.model, self.config, self.device.split(":")[0])
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.ptdtype == torch.float16 and self.device.startswith("cuda"))
+        self.train_batches = self._make_batches("train", self.config.seed + self.dist.rank)
+
+    def _load_init_weights(self) -> None:
+        init_dir = Path(self.config.init_from)
+        tok_path = init_dir / ckpt.TOKENIZER_FILE
+        if tok_path.is_file() and tok_path.read_bytes() != self.tokenizer_path.read_bytes():
+            raise GptlabError(
+                f"--init-from {init_dir}: its tokenizer differs from the dataset's "
+                f"({self.tokenizer_path}); prepare the data with `--tokenizer-file {tok_path}`"
+            )
+        weights = init_dir / ckpt.BEST_WEIGHTS
+        if not weights.exists():
+            weights = init_dir / ckpt.LATEST_WEIGHTS
+        ckpt.load_weights(weights, self.model)
+        log.info("starting from the weights of %s", weights)
+
+    def _wrap_model(self) -> None:
+        self.raw_model = self.model
+        if self.config.compile:
+            self.model = torch.compile(self.model)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [int(self.device.split(":")[1])] if self.device.startswith("cuda") else None
+            self.model = DistributedDataParallel(self.model, device_ids=ids)
+
+    def _write_run_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        ckpt.write_tokenizer(self.run_dir, self.tokenizer_path)
+
+    def _write_config(self) -> None:
+        doc = ckpt.run_config_dict(self.model.config, self.config.to_dict(), self.data_info)
+        ckpt.write_json(self.run_dir / ckpt.CONFIG_FILE, doc)
+
+    def _restore(self) -> None:
+        tok_path = self.run_dir / ckpt.TOKENIZER_FILE
+        if tok_path.is_file() and tok_path.read_bytes() != self.tokenizer_path.read_bytes():
+            raise GptlabError(
+                f"{tok_path} differs from the dataset's tokenizer ({self.tokenizer_path}): "
+                "resume with the dataset this run was trained on (--data)"
+            )
+        state = ckpt.load_checkpoint(self.run_dir, self.model, self.optimizer, self.device)
+        self.step = state["step"]
+        self.best_val_loss = state.get("best_val_loss")
+        set_rng_state(state["rng"])
+        samplers = state["sampler"]
+        if len(samplers) == self.dist.world_size:
+            self.train_batches.load_state_dict(samplers[self.dist.rank])
+        else:
+            log.warning("resuming with %d processes instead of %d: batches are re-seeded",
+                        self.dist.world_size, len(samplers))
+        if self.dist.is_main:
+            self.metrics.truncate_after(self.step)
+            self._write_config()
+        log.info("resumed %s at step %d", self.run_dir, self.step)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _trainer_state(self) -> dict[str, Any]:
+        samplers = dist_util.gather_objects(self.train_batches.state_dict(), self.dist)
+        return {
+            "step": self.step,
+            "best_val_loss": self.best_val_loss,
+            "rng": rng_state(),
+            "sampler": samplers,
+            "world_size": self.dist.world_size,
+        }
+
+    def save(self, is_best: bool = False) -> None:
+        """Write a resumable checkpoint for the current step (rank 0 writes)."""
+        state = self._trainer_state()  # collective: every rank takes part
+        if self.dist.is_main:
+            ckpt.save_checkpoint(self.run_dir, self.raw_model, self.optimizer, state,
+                                 keep_last=self.config.keep_last, is_best=is_best)
+        self._saved_step = self.step
+
+    # ------------------------------------------------------------------ loop pieces
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens per optimizer update over all processes (accumulation is split by rank)."""
+        return (self.config.batch_size * self.raw_model.config.block_size
+                * self.config.gradient_accumulation_steps)
+
+    def evaluate(self) -> dict[str, float]:
+        """estimate_loss on train and val, averaged over ranks, plus ppl / bpc / bpb."""
+        rank_seed = self.config.seed + _EVAL_SEED_OFFSET + 7919 * self.dist.rank
+        losses = estimate_loss(
+            self.model, lambda split: self._make_batches(split, rank_seed + (split == "val")),
+            self.config.eval_iters, self.autocast)
+        if self.dist.enabled:
+            t = torch.tensor([losses["train"], losses["val"]], device=self.device)
+            torch.distributed.all_reduce(t)
+            losses = {"train": t[0].item() / self.dist.world_size,
+                      "val": t[1].item() / self.dist.world_size}
+        val = loss_metrics(losses["val"], self.data_info["val_chars_per_token"],
+                           self.data_info["val_bytes_per_token"])
+        return {"train_loss": losses["train"], **{f"val_{k}": v for k, v in val.items()}}
+
+    def train_step(self) -> float:
+        """One optimizer update over `micro_steps` micro-batches; returns the mean loss."""
+        lr = get_lr(self.step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=self.device)
+        for micro in range(self.micro_steps):
+            x, y = self.train_batches.get_batch()  # (B, T) each
+            if self.dist.enabled:
+                self.model.require_backward_grad_sync = micro == self.micro_steps - 1
+            with self.autocast():
+                _, loss = self.model(x, y)
+                loss = loss / self.micro_steps
+            self.scaler.scale(loss).backward()
+            total += loss.detach().float()
+        if self.dist.enabled:
+            torch.distributed.all_reduce(total)
+            total /= self.dist.world_size
+        loss_value = total.item()
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(self._diverged_message(loss_value))
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_value
+
+    def _diverged_message(self, loss_value: float) -> str:
+        last = ckpt.latest_checkpoint_dir(self.run_dir)
+        kept = (f"the last good checkpoint ({last.name}) is kept in {self.run_dir}"
+                if last else "no checkpoint was written")
+        return (f"loss is {loss_value} at step {self.step + 1}: training stopped; {kept}. "
+                "Lower --learning-rate or set --grad-clip 1.0")
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> TrainResult:
+        """Train until max_iters (or a stop request) and return what happened."""
+        start_step, self._saved_step = self.step, -1 if not self.resume else self.step
+        writer = self._tensorboard()
+        bar = tqdm(total=self.config.max_iters, initial=self.step, unit="step",
+                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
+        t0, train_time, tok_s = time.time(), 0.0, 0.0
+        with _StopOnSignal(self), logging_redirect_tqdm():
+            while True:
+                due = self.step % self.config.eval_interval == 0 or \
+                    self.step == self.config.max_iters
+                if due and not (self.resume and self.step == start_step):
+                    self._eval_and_save(time.time() - t0, writer)
+                if self.step >= self.config.max_iters or self._should_stop():
+                    break
+                t = time.time()
+                loss = self.train_step()
+                dt = time.time() - t
+                train_time += dt
+                tok_s = self.tokens_per_step / dt if tok_s == 0 else \
+                    0.9 * tok_s + 0.1 * self.tokens_per_step / max(dt, 1e-9)
+                self._log_train(loss, train_time, writer)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+        bar.close()
+        interrupted = self.step < self.config.max_iters
+        if self._saved_step != self.step:
+            self.save()
+        if writer is not None:
+            writer.close()
+        self.metrics.close()
+        if self.dist.enabled:
+            log.info("rank %d weights %s", self.dist.rank,
+                     dist_util.weights_digest(self.raw_model))
+        return TrainResult(self.run_dir, self.step, self.config.max_iters,
+                           self.step * self.tokens_per_step,
+                           time.time() - t0, interrupted, self.best_val_loss, self.last_eval,
+                           is_main=self.dist.is_main)
+
+    def _should_stop(self) -> bool:
+        return dist_util.all_ranks_any(self.stop_requested, self.dist, self.device) \
+            if self.dist.enabled else self.stop_requested
+
+    def _eval_and_save(self, elapsed: float, writer: Any) -> None:
+        metrics = self.evaluate()
+        self.last_eval = metrics
+        is_best = self.best_val_loss is None or metrics["val_loss"] < self.best_val_loss
+        if is_best:
+            self.best_val_loss = metrics["val_loss"]
+        tokens = self.step * self.tokens_per_step
+        if self.dist.is_main:
+            self.metrics.write({"kind": "eval", "step": self.step, "tokens": tokens,
+                                "time": round(elapsed, 3), **metrics})
+            extra = "".join(f", val {k} {metrics['val_' + k]:.4f}" for k in ("bpc", "bpb")
+                            if "val_" + k in metrics)
+            log.info("step %d: train loss %.4f, val loss %.4f%s", self.step,
+                     metrics["train_loss"], metrics["val_loss"], extra)
+            if writer is not None:
+                for k, v in metrics.items():
+                    writer.add_scalar(f"eval/{k}", v, self.step)
+        self.save(is_best=is_best)
+
+    def _log_train(self, loss: float, train_time: float, writer: Any) -> None:
+        if not self.dist.is_main or self.step % self.config.log_interval:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        tokens = self.step * self.tokens_per_step
+        self.metrics.write({"kind": "train", "step": self.step, "loss": loss, "lr": lr,
+                            "tokens": tokens, "time": round(train_time, 3)})
+        if writer is not None:
+            writer.add_scalar("train/loss", loss, self.step)
+            writer.add_scalar("train/lr", lr, self.step)
+
+    def _tensorboard(self) -> Any:
+        if not (self.config.tensorboard and self.dist.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise GptlabError(
+                "--tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+
+class _StopOnSignal:
+    """While active, SIGINT/SIGTERM ask the trainer to save and stop after the current step.
+
+    A second SIGINT interrupts at once (KeyboardInterrupt).
+    """
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.trainer.stop_requested = True
+        log.info("%s received: saving a checkpoint after this step",
+                 signal.Signals(signum).name)
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def train(
+    run_dir: Path,
+    model_settings: dict[str, Any],
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume) a run; see `Trainer`. Leaves the process group when distributed."""
+    try:
+        trainer = Trainer(run_dir, model_settings, config, resume=resume, progress=progress)
+        result = trainer.run()
+        if config.sample_tokens and trainer.dist.is_main and not result.interrupted:
+            result.sample = sample_text(trainer.raw_model, trainer.tokenizer,
+                                        config.sample_tokens, config.seed)
+        return result
+    finally:
+        dist_util.teardown()
+
+
+def sample_text(model: torch.nn.Module, tokenizer: Any, max_new_tokens: int, seed: int) -> str:
+    """A short sample from a newline (or token 0) context, as the seed prints after training."""
+    from gptlab.generate import generate
+
+    device = next(model.parameters()).device
+    try:
+        start = tokenizer.encode("\n") or [0]
+    except GptlabError:  # a vocabulary without a newline
+        start = [0]
+    idx = torch.tensor([start], dtype=torch.long, device=device)  # (1, t)
+    was_training = model.training
+    model.eval()
+    out = generate(model, idx, max_new_tokens, seed=seed)  # (1, t + max_new_tokens)
+    model.train(was_training)
+    return tokenizer.decode(out[0].tolist())

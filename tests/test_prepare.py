@@ -1,0 +1,287 @@
+"""`gptlab prepare`: goldens, streaming == whole-text encoding, idempotence, bad input."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gptlab.cli import main
+from gptlab.data import corpus, load_meta, load_split, prepare, reading, token_dtype
+from gptlab.errors import ConfigError, GptlabError
+from gptlab.tokenizers import GPT2Tokenizer, load_tokenizer
+
+# The module, not the function `gptlab.data.prepare` that shadows it as a package attribute.
+prepare_module = importlib.import_module("gptlab.data.prepare")
+META_KEYS = {
+    "tokenizer", "vocab_size", "dtype", "train_tokens", "val_tokens", "split",
+    "source_sha256", "gptlab_version", "source", "tokenizer_file",
+}
+TRICKY = (
+    "Hello  world \nnext line\n\n\nTabs\there\n  indented\nCafé naïve — “quotes”\n"
+    "numbers 12345 and 'contractions' don't\r\nwindows line\n \n<|endoftext|> literal\n"
+    "trailing spaces   \nEND"
+)
+
+
+def all_ids(data_dir) -> np.ndarray:
+    return np.concatenate([load_split(data_dir, "train"), load_split(data_dir, "val")])
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Read and encode in tiny blocks so that every test text is cut in many places."""
+    monkeypatch.setattr(prepare_module, "_ENCODE_BLOCK", 23)
+    monkeypatch.setattr(reading, "SCAN_BLOCK", 17)
+
+
+def test_char_shakespeare_golden(shakespeare_path, tmp_path):
+    meta = prepare(shakespeare_path, tmp_path / "ds", tokenizer="char")
+    assert META_KEYS <= meta.keys()
+    assert meta == load_meta(tmp_path / "ds")
+    assert meta["vocab_size"] == 65
+    assert (meta["train_tokens"], meta["val_tokens"]) == (1_003_854, 111_540)
+    assert meta["dtype"] == "uint16" and meta["split"] == 0.9
+    assert meta["source_sha256"] == corpus.NAMED_CORPORA["shakespeare"].sha256
+    train = load_split(tmp_path / "ds", "train")
+    assert isinstance(train, np.memmap) and train.dtype == np.uint16
+    assert (tmp_path / "ds/train.bin").stat().st_size == 2 * 1_003_854
+    tok = load_tokenizer(tmp_path / "ds" / meta["tokenizer_file"])
+    assert tok.encode("hii there") == [46, 47, 47, 1, 58, 46, 43, 56, 43]
+    text = shakespeare_path.read_text(encoding="utf-8")
+    assert tok.decode(train[:200].tolist()) == text[:200]
+    assert tok.decode(load_split(tmp_path / "ds", "val").tolist()) == text[1_003_854:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp folders left
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "gpt2", "bpe"])
+def test_streaming_equals_whole_text_encoding(kind, tmp_path, small_blocks):
+    source = tmp_path / "in.txt"
+    text = TRICKY * 3
+    source.write_text(text, encoding="utf-8", newline="")
+    options = {"vocab_size": 300} if kind == "bpe" else {}
+    meta = prepare(source, tmp_path / "ds", tokenizer=kind, **options)
+    tok = load_tokenizer(tmp_path / "ds/tokenizer.json")
+    assert all_ids(tmp_path / "ds").tolist() == tok.encode(text)
+    assert meta["total_tokens"] == meta["train_tokens"] + meta["val_tokens"]
+    assert meta["train_tokens"] == int(0.9 * meta["total_tokens"])
+    assert max(all_ids(tmp_path / "ds")) < meta["vocab_size"]
+
+
+_ALPHABET = st.sampled_from(list("ab Z.,'\n\t\r!") + ["  ", "\n\n", "é", " \n", "12"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_ALPHABET, min_size=1, max_size=80).map("".join))
+def test_safe_cuts_keep_gpt2_ids(text):
+    gpt2 = GPT2Tokenizer()
+    raw = text.encode("utf-8")
+    pieces, start = [], 0
+    while (cut := reading.safe_cut(raw[start:], allow_space=True)) > 0:
+        pieces.append(raw[start : start + cut].decode("utf-8"))
+        start += cut
+    pieces.append(raw[start:].decode("utf-8"))
+    assert "".join(pieces) == text
+    assert sum((gpt2.encode(p) for p in pieces), []) == gpt2.encode(text)
+
+
+def test_documents_are_joined_with_endoftext(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("First document.\n" * 5)
+    (docs / "b.txt").write_text("Second one.\n" * 5)
+    (docs / "empty.txt").write_text("")
+    meta = prepare(docs, tmp_path / "gpt2", tokenizer="gpt2", split=0.5)
+    gpt2 = GPT2Tokenizer()
+    expected = gpt2.encode("First document.\n" * 5) + [50256] + gpt2.encode("Second one.\n" * 5)
+    assert all_ids(tmp_path / "gpt2").tolist() == expected
+    assert meta["source_files"] == 2 and meta["eot_id"] == 50256
+    prepare(str(docs / "*.txt"), tmp_path / "char", tokenizer="char")  # no EOT: concatenated
+    chars = load_tokenizer(tmp_path / "char/tokenizer.json")
+    assert chars.decode(all_ids(tmp_path / "char").tolist()) == (
+        "First document.\n" * 5 + "Second one.\n" * 5
+    )
+
+
+def test_rerun_is_idempotent_and_deterministic(tmp_path, tiny_text):
+    source = tmp_path / "in.txt"
+    source.write_text(tiny_text)
+    first = prepare(source, tmp_path / "a", tokenizer="bpe", vocab_size=280)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
+    assert prepare(source, tmp_path / "a", tokenizer="bpe", vocab_size=280) == first
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()} == stamps
+    prepare(source, tmp_path / "b", tokenizer="bpe", vocab_size=280)
+    for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_different_dataset_needs_force(tmp_path, tiny_text):
+    source = tmp_path / "in.txt"
+    source.write_text(tiny_text)
+    prepare(source, tmp_path / "ds", tokenizer="char")
+    with pytest.raises(GptlabError, match=r"ds holds a different dataset \(char tokens of .*"
+                       r"in.txt\): pass another --out, or --force to replace it"):
+        prepare(source, tmp_path / "ds", tokenizer="gpt2")
+    assert load_meta(tmp_path / "ds")["tokenizer"] == "char"
+    meta = prepare(source, tmp_path / "ds", tokenizer="gpt2", force=True)
+    assert load_meta(tmp_path / "ds") == meta and meta["tokenizer"] == "gpt2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in.txt"]
+
+
+def test_named_corpus_from_cache_offline(tmp_path, monkeypatch, shakespeare_path):
+    def fail(url, dest, timeout=60.0):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(corpus, "download", fail)
+    with pytest.raises(GptlabError, match="gptlab corpus add shakespeare FILE"):
+        prepare("shakespeare", tmp_path / "ds", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "ds").exists()
+    corpus.add_corpus("shakespeare", shakespeare_path, tmp_path / "cache")
+    meta = prepare("shakespeare", tmp_path / "ds", cache_dir=tmp_path / "cache", split=0.5)
+    assert meta["source"] == "shakespeare" and meta["train_tokens"] == 557_697
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2"])
+@pytest.mark.parametrize("steps", ["lower,seed,strip", "nfkc,newlines"])
+def test_cleaned_streaming_equals_whole_text(kind, steps, tmp_path, small_blocks):
+    from gptlab.text import clean
+
+    source = tmp_path / "in.txt"
+    text = "  \n" + TRICKY.replace("END", "Σ 42\n") * 3 + "\n\t ﬁn  \n"
+    source.write_text(text, encoding="utf-8", newline="")
+    prepare(source, tmp_path / "ds", tokenizer=kind, clean=steps)
+    tok = load_tokenizer(tmp_path / "ds/tokenizer.json")
+    assert all_ids(tmp_path / "ds").tolist() == tok.encode(clean(text, steps))
+
+
+def test_clean_steps_are_applied(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("ABC abc\n" * 10)
+    meta = prepare(source, tmp_path / "ds", tokenizer="char", clean="lower")
+    assert meta["vocab_size"] == 5 and meta["options"]["clean"] == ["lower"]
+
+
+def test_invalid_utf8_names_file_and_offset(tmp_path):
+    source = tmp_path / "bad.txt"
+    source.write_bytes(b"good line\n" * 3 + b"caf\xe9\n" + b"more\n" * 3)
+    with pytest.raises(GptlabError) as info:
+        prepare(source, tmp_path / "ds")
+    assert str(info.value) == (
+        f"{source} is not valid UTF-8 at byte offset 33: fix the file, or pass "
+        "--errors replace to substitute U+FFFD"
+    )
+    assert not (tmp_path / "ds").exists()
+    meta = prepare(source, tmp_path / "ds", errors="replace")
+    text = load_tokenizer(tmp_path / "ds/tokenizer.json").decode(all_ids(tmp_path / "ds"))
+    assert "caf\ufffd\n" in text and meta["options"]["errors"] == "replace"
+
+
+@pytest.mark.parametrize(
+    ("content", "kwargs", "message"),
+    [
+        (b"", {}, "in.txt is empty: pass a file with text in it"),
+        (b"text\x00\x01\x02", {}, r"in.txt looks like a binary file \(NUL byte at byte offset 4\)"),
+        (b"abcdefghij" * 10, {"block_size": 10},
+         "gives 10 val tokens, too few for --block-size 10 \\(need >= 11\\)"),
+        (b"ab", {}, "gives 1 train tokens, too few for training \\(need >= 2\\)"),
+        (b"abc\n", {"split": 1.0}, "--split 1.0 must be between 0 and 1"),
+        (b"abc\n", {"vocab_size": 500}, "--vocab-size applies to --tokenizer bpe only"),
+        (b"abc\n", {"tokenizer": "bpe", "vocab_size": 100}, "--vocab-size 100 is too small"),
+        (b"abc\n", {"tokenizer": "morse"}, "unknown tokenizer 'morse': choose one of char"),
+        (b"abc\n", {"errors": "ignore"}, "--errors 'ignore' must be 'strict' or 'replace'"),
+        (b"abc\n", {"clean": "lower,shout"}, "unknown cleaning step 'shout'"),
+        (b"123\n", {"clean": "seed,strip"}, "holds no text after cleaning"),
+    ],
+)
+def test_bad_input_leaves_nothing(tmp_path, content, kwargs, message):
+    source = tmp_path / "in.txt"
+    source.write_bytes(content)
+    with pytest.raises(GptlabError, match=message):
+        prepare(source, tmp_path / "ds", **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_output_folder_checks(tmp_path, tiny_text):
+    source = tmp_path / "in.txt"
+    source.write_text(tiny_text)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy/notes.txt").write_text("mine")
+    with pytest.raises(GptlabError, match="busy is not empty and holds no gptlab dataset"):
+        prepare(source, tmp_path / "busy", force=True)
+    assert (tmp_path / "busy/notes.txt").read_text() == "mine"
+    with pytest.raises(GptlabError, match="in.txt is a file: pass a folder path"):
+        prepare(source, source)
+    (tmp_path / "empty").mkdir()
+    assert prepare(source, tmp_path / "empty")["train_tokens"] > 0
+    with pytest.raises(GptlabError, match="input 'missing.txt' not found"):
+        prepare("missing.txt", tmp_path / "x")
+
+
+def test_token_dtype_and_uint32_split(tmp_path):
+    assert token_dtype(65) == np.uint16 and token_dtype(65_536) == np.uint16
+    assert token_dtype(65_537) == np.uint32 and token_dtype(100_277) == np.uint32
+    np.array([70_000, 1, 2], dtype="<u4").tofile(tmp_path / "val.bin")
+    (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint32"}))
+    assert load_split(tmp_path, "val").tolist() == [70_000, 1, 2]
+    with pytest.raises(GptlabError, match="train.bin is missing"):
+        load_split(tmp_path, "train")
+    with pytest.raises(GptlabError, match="split 'test' must be 'train' or 'val'"):
+        load_split(tmp_path, "test")
+
+
+def test_cli_prepare(tmp_path, tiny_text, capsys):
+    source = tmp_path / "in.txt"
+    source.write_text(tiny_text)
+    argv = ["prepare", "--tokenizer", "gpt2", "--input", str(source), "--out", str(tmp_path / "ds")]
+    assert main([*argv, "--block_size", "8"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == load_meta(tmp_path / "ds")
+    assert "encode" in captured.err  # the progress bar
+    assert main([*argv[:-1], str(tmp_path / "ds2"), "--split", "0.5", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["split"] == 0.5
+
+
+def test_cli_prepare_errors(tmp_path, capsys):
+    (tmp_path / "bin.dat").write_bytes(b"\x00\x01")
+    out = tmp_path / "ds"
+    assert main(["prepare", "--input", str(tmp_path / "bin.dat"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert err.startswith("error: ") and "bin.dat looks like a binary file" in err
+    assert not out.exists()
+    with pytest.raises(SystemExit) as info:
+        main(["prepare", "--out", str(out)])
+    assert info.value.code == 2
+    assert "--input" in capsys.readouterr().err
+
+
+def test_cli_prepare_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for option in ("--tokenizer", "--input", "--out", "--split", "--vocab-size", "--clean",
+                   "--errors", "--block-size", "--force", "--cache-dir"):
+        assert option in out
+    assert "(default: 0.9)" in out and "(default: strict)" in out
+
+
+def test_nothing_left_when_encoding_crashes(tmp_path, tiny_text, monkeypatch):
+    source = tmp_path / "in.txt"
+    source.write_text(tiny_text)
+
+    def boom(*args, **kwargs):
+        raise GptlabError("disk full")
+
+    monkeypatch.setattr(prepare_module, "_split_tokens", boom)
+    with pytest.raises(GptlabError, match="disk full"):
+        prepare(source, tmp_path / "ds")
+    assert sorted(os.listdir(tmp_path)) == ["in.txt"]
+
+
+def test_rejects_option_errors_early():
+    with pytest.raises(ConfigError):
+        prepare("anything", "out", split=0)

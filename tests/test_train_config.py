@@ -1,0 +1,178 @@
+"""TrainConfig, presets, TOML files, precedence, LR schedule and parameter groups."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gptlab.errors import ConfigError
+from gptlab.model import GPT, ModelConfig
+from gptlab.train.config import (
+    PRESETS,
+    TrainConfig,
+    load_config_file,
+    parse_text,
+    resolve_config,
+)
+from gptlab.train.optim import configure_optimizer, get_lr, param_groups
+
+
+def test_nanogpt_field_names_exist():
+    names = set(TrainConfig.__dataclass_fields__)
+    assert {"batch_size", "max_iters", "eval_interval", "eval_iters", "learning_rate", "min_lr",
+            "warmup_iters", "lr_decay_iters", "weight_decay", "beta1", "beta2", "grad_clip",
+            "gradient_accumulation_steps", "seed", "device", "compile"} <= names
+
+
+def test_lecture_small_is_the_seed_model():
+    """Seed 001 prints 0.209729 M parameters for its model on the 65-character vocab."""
+    _, model_settings, train = resolve_config("lecture-small")
+    model = GPT(ModelConfig(vocab_size=65, **model_settings))
+    assert sum(p.numel() for p in model.parameters()) == 209_729
+    assert (train.batch_size, train.max_iters, train.eval_interval, train.eval_iters) == (
+        16, 5000, 100, 200)
+    assert train.learning_rate == 1e-3 and not train.decay_lr
+
+
+def test_lecture_preset_matches_seed_003():
+    _, m, t = resolve_config("lecture")
+    assert (m["block_size"], m["n_embd"], m["n_head"], m["n_layer"], m["dropout"]) == (
+        256, 384, 6, 6, 0.2)
+    assert (t.batch_size, t.learning_rate) == (64, 3e-4)
+
+
+def test_every_preset_resolves_and_has_provenance():
+    for name, preset in PRESETS.items():
+        resolved, model, train = resolve_config(name)
+        assert resolved == name and preset.source and preset.description
+        ModelConfig(vocab_size=65, **model)
+        assert isinstance(train, TrainConfig)
+
+
+def test_precedence_preset_then_file_then_flags(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('preset = "lecture-small"\nmax_iters = 300\n'
+                    "[model]\nn_layer = 2\n[train]\nlearning_rate = 5e-4\n")
+    name, model, train = resolve_config(None, path, {"learning_rate": 2e-4})
+    assert name == "lecture-small"
+    assert model["n_layer"] == 2 and model["n_embd"] == 64  # file, then preset
+    assert train.max_iters == 300  # file over preset
+    assert train.learning_rate == 2e-4  # flag over file
+    assert train.batch_size == 16  # preset
+    name, _, train = resolve_config("cpu-quick", path, {})
+    assert name == "cpu-quick" and train.max_iters == 300  # --preset wins over the file's
+
+
+def test_default_preset_is_cpu_quick():
+    name, model, train = resolve_config()
+    assert name == "cpu-quick"
+    assert train == TrainConfig(**PRESETS["cpu-quick"].train)
+
+
+def test_unknown_setting_suggests_the_right_name(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("max_iter = 10\n")
+    with pytest.raises(ConfigError, match=r"unknown setting 'max_iter' \(did you mean 'max_iters'"):
+        load_config_file(path)
+
+
+def test_wrong_type_in_file_is_an_error(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('learning_rate = "fast"\n')
+    with pytest.raises(ConfigError, match="learning_rate='fast' must be of type float"):
+        load_config_file(path)
+    path.write_text("n_layer = 2.5\n")
+    with pytest.raises(ConfigError, match="n_layer=2.5 must be of type int"):
+        load_config_file(path)
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("max_iters = = 3\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config_file(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config_file(tmp_path / "absent.toml")
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'lecture-smal' \\(did you mean"):
+        resolve_config("lecture-smal")
+
+
+@pytest.mark.parametrize(
+    ("tp", "text", "value"),
+    [(int, "50", 50), (int, "1e3", 1000), (float, "1e-3", 1e-3), (bool, "false", False),
+     (bool, "True", True), (int | None, "none", None), (str, "cpu", "cpu")],
+)
+def test_parse_text(tp, text, value):
+    assert parse_text(tp, text, "x") == value
+
+
+def test_parse_text_errors():
+    with pytest.raises(ConfigError, match="--max-iters='ten' is not an integer"):
+        parse_text(int, "ten", "max_iters")
+    with pytest.raises(ConfigError, match="--compile='maybe' is not true or false"):
+        parse_text(bool, "maybe", "compile")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("batch_size", 0, "batch_size=0 must be at least 1"),
+     ("beta2", 1.0, r"beta2=1.0 must be in \[0, 1\)"),
+     ("min_lr", 1.0, "min_lr=1.0 is above learning_rate"),
+     ("dtype", "int8", "dtype='int8' is not one of")],
+)
+def test_train_config_validation(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_dict_round_trip():
+    config = TrainConfig(max_iters=7, lr_decay_iters=5)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown train setting 'max_iter'"):
+        TrainConfig.from_dict({"max_iter": 3})
+
+
+def test_lr_schedule_warmup_cosine_floor():
+    c = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110,
+                    max_iters=200)
+    assert get_lr(0, c) == pytest.approx(0.1)
+    assert get_lr(9, c) == pytest.approx(1.0)
+    assert get_lr(10, c) == pytest.approx(1.0)
+    assert get_lr(60, c) == pytest.approx(0.55)  # halfway down the cosine
+    assert get_lr(110, c) == pytest.approx(0.1)
+    assert get_lr(150, c) == 0.1
+    lrs = [get_lr(i, c) for i in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    constant = TrainConfig(learning_rate=3e-4, decay_lr=False)
+    assert {get_lr(i, constant) for i in (0, 50, 10_000)} == {3e-4}
+    # default decay horizon is max_iters
+    d = TrainConfig(learning_rate=1.0, min_lr=0.0, warmup_iters=0, max_iters=100)
+    assert get_lr(50, d) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def _tiny_gpt(**kw) -> GPT:
+    return GPT(ModelConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16, **kw))
+
+
+def test_weight_decay_only_on_matrices():
+    model = _tiny_gpt(tie_weights=True)
+    decay, no_decay = param_groups(model, TrainConfig())
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert all(p.dim() < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    assert embeddings & {id(p) for p in decay["params"]}
+    decay2, no_decay2 = param_groups(model, TrainConfig(decay_embeddings=False))
+    assert not embeddings & {id(p) for p in decay2["params"]}
+    assert embeddings <= {id(p) for p in no_decay2["params"]}
+
+
+def test_configure_optimizer_uses_betas():
+    opt = configure_optimizer(_tiny_gpt(), TrainConfig(beta1=0.8, beta2=0.95))
+    assert opt.param_groups[0]["betas"] == (0.8, 0.95)
