@@ -239,3 +239,19 @@ def test_num_parameters_non_embedding_and_flops():
     assert tied.num_parameters(non_embedding=True) == tied.num_parameters()
     n = model.num_parameters(non_embedding=True)
     assert model.flops_per_token() == 6 * n + 12 * 4 * 32 * 64
+
+
+@pytest.mark.parametrize(
+    ("activation", "expected"),
+    [
+        ("relu", torch.relu),
+        ("gelu", lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
+        ("gelu_exact", lambda x: 0.5 * x * (1 + torch.erf(x / 2**0.5))),
+    ],
+)
+def test_mlp_activation_is_the_named_function(activation, expected):
+    from gptlab.model.feedforward import MLP
+
+    mlp = MLP(tiny_config(activation=activation))
+    x = torch.linspace(-4, 4, 64)
+    torch.testing.assert_close(mlp.act(x), expected(x))

@@ -30,7 +30,10 @@ def test_defaults_are_the_lecture_large_model():
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ({"dropout": "0.1"}, "dropout must be a number"),
         ({"bias": "yes"}, "bias must be true or false, got 'yes'"),
-        ({"activation": "swish"}, "activation must be one of 'relu', 'gelu', got 'swish'"),
+        (
+            {"activation": "swish"},
+            "activation must be one of 'relu', 'gelu', 'gelu_exact', got 'swish'",
+        ),
         ({"pos_encoding": "alibi"}, "pos_encoding must be one of 'learned', 'sinusoidal', 'rope'"),
         ({"attention": "flash"}, "attention must be one of 'fused', 'reference', got 'flash'"),
         ({"pos_encoding": "rope", "n_embd": 12, "n_head": 4}, "rope' needs an even head size"),
@@ -57,7 +60,7 @@ def test_config_error_is_a_gptlab_error_and_a_value_error():
     bias=st.booleans(),
     qkv_bias=st.booleans(),
     tie=st.booleans(),
-    activation=st.sampled_from(["relu", "gelu"]),
+    activation=st.sampled_from(["relu", "gelu", "gelu_exact"]),
     pos=st.sampled_from(["learned", "sinusoidal", "rope"]),
     attention=st.sampled_from(["fused", "reference"]),
 )

@@ -14,11 +14,11 @@ from typing import Any, Literal
 
 from gptlab.errors import ConfigError
 
-Activation = Literal["relu", "gelu"]
+Activation = Literal["relu", "gelu", "gelu_exact"]
 PosEncoding = Literal["learned", "sinusoidal", "rope"]
 AttentionImpl = Literal["fused", "reference"]
 
-ACTIVATIONS: tuple[str, ...] = ("relu", "gelu")
+ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_exact")
 POS_ENCODINGS: tuple[str, ...] = ("learned", "sinusoidal", "rope")
 ATTENTIONS: tuple[str, ...] = ("fused", "reference")
 
@@ -37,8 +37,8 @@ class ModelConfig:
         bias: biases on the linear layers (attention output, feed-forward, lm_head) and
             the LayerNorms.
         qkv_bias: biases on the query/key/value projection (GPT-2: yes; the lecture: no).
-        activation: feed-forward non-linearity, "relu" (lecture) or "gelu" (GPT-2's tanh
-            approximation).
+        activation: feed-forward non-linearity, "relu" (lecture), "gelu" (GPT-2's tanh
+            approximation) or "gelu_exact" (the erf form, nanoGPT's `nn.GELU()`).
         pos_encoding: "learned" table (lecture, GPT-2), "sinusoidal" (Vaswani et al. 2017,
             seed 000; no parameters) or "rope" (rotary, Su et al. 2021; no parameters).
         tie_weights: share the token embedding matrix with lm_head (GPT-2 does).

@@ -11,7 +11,8 @@ class MLP(nn.Module):
     """Linear C→4C, non-linearity, linear 4C→C, dropout (seed 001's `FeedFoward`).
 
     The 4x expansion is Vaswani et al.'s d_ff = 4·d_model. "gelu" is the tanh
-    approximation GPT-2 uses (HF's "gelu_new"), so GPT-2 weights reproduce its outputs.
+    approximation GPT-2 uses (HF's "gelu_new"), so GPT-2 weights reproduce its outputs;
+    "gelu_exact" is the erf form nanoGPT trains with (`nn.GELU()`), for its checkpoints.
     Module names `c_fc`/`c_proj` are GPT-2's checkpoint keys.
     """
 
@@ -19,10 +20,11 @@ class MLP(nn.Module):
         super().__init__()
         C = config.n_embd
         self.c_fc = nn.Linear(C, 4 * C, bias=config.bias)
-        if config.activation == "gelu":
-            self.act: nn.Module = nn.GELU(approximate="tanh")
-        else:
-            self.act = nn.ReLU()
+        self.act: nn.Module = {
+            "gelu": lambda: nn.GELU(approximate="tanh"),
+            "gelu_exact": lambda: nn.GELU(),
+            "relu": lambda: nn.ReLU(),
+        }[config.activation]()
         self.c_proj = nn.Linear(4 * C, C, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
