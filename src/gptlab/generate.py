@@ -1,0 +1,336 @@
+"""Generation: sampling rules, a KV-cache engine and a streaming iterator.
+
+`generate` returns the prompt and its continuation, `stream` yields new tokens as they are
+produced. Both drive any model with the `forward(idx) -> (logits, loss)` signature; a GPT
+gets the KV cache, other models (the bigram) the recompute loop over their context.
+
+Rules (each documented where it applies):
+- Empty prompt: every row starts from `start_token` (the seed starts from token 0), and
+  that token is part of the returned ids.
+- temperature 0 means greedy (argmax), like `greedy=True`; a negative temperature is an
+  error. top_k larger than the vocabulary is clamped to it; top_k < 1 is an error.
+  top_p must lie in (0, 1]; 1 keeps every token.
+- `seed` draws from a private torch.Generator: the same seed gives the same tokens with or
+  without the KV cache, and the global RNG is neither used nor advanced. Without a seed,
+  sampling uses (and advances) torch's global RNG.
+- Batches: idx is (B, T), every row the same length; `num_samples` repeats each row.
+- Stop tokens: a row that samples one of `stop_tokens` is finished; the stop token is
+  kept, and that row's later positions repeat it as padding. Generation ends early once
+  every row has finished, so the result can be shorter than T + max_new_tokens.
+
+The KV cache and the sliding window (`exact`). While prompt + generated tokens fit in
+block_size, the cache gives exactly the cache-free result (same maths, one token per
+step). Past block_size the cache-free loop (the seed's) crops to the last block_size
+tokens and re-runs them: every token's position and every layer's view of the window
+changes. With `exact=True` (the default) the engine then does the same recompute, so
+outputs stay identical to the seed's loop for every pos_encoding. `exact=False` is a
+faster approximation past the window:
+- rope: a rolling cache (the newest token overwrites the oldest slot). RoPE makes cached
+  keys position-independent, so this is exact *sliding-window attention*: each token
+  attends to the previous block_size tokens at every layer. It equals the cropped
+  recompute only for a one-layer model; with more layers, a cached key was computed while
+  its token still saw tokens that have since left the window.
+- learned / sinusoidal: "restart": when the cache is full, re-run the last block_size // 2
+  tokens from position 0 and continue caching, so each prediction sees between half and
+  a full window of context (the cropped recompute always sees a full window).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptlab.errors import GptlabError
+from gptlab.model.gpt import GPT
+
+
+def sample_next_token(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Pick one token per row from next-token logits.
+
+    Temperature divides the logits; top_k keeps the k most likely tokens (clamped to V);
+    top_p keeps the smallest set of most likely tokens whose probability reaches p
+    (nucleus sampling, Holtzman et al. 2019); the rest are sampled from. greedy or
+    temperature 0 returns the argmax (the lowest id on ties).
+
+    Args:
+        logits: (B, V) unnormalised scores.
+        generator: random source for the draw (None: torch's global RNG).
+
+    Returns:
+        (B,) int64 token ids.
+    """
+    if greedy or temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature  # (B, V)
+    V = logits.shape[-1]
+    if top_k is not None and top_k < V:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1) k-th largest
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V)
+        drop_sorted = mass_before >= top_p  # the most likely token always stays
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # vocab order
+        probs = probs.masked_fill(drop, 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+
+
+class _Decoder:
+    """Next-token logits for a growing sequence: KV cache, restart, or recompute."""
+
+    def __init__(self, model: nn.Module, use_cache: bool, exact: bool) -> None:
+        self.model = model
+        self.window: int | None = getattr(model, "context_size", None)
+        self.use_cache = use_cache and isinstance(model, GPT)
+        rope = self.use_cache and model.config.pos_encoding == "rope"
+        self.rolling = self.use_cache and not exact and rope
+        self.restart = self.use_cache and not exact and not rope
+        self.cache = None
+
+    def next_logits(self, seq: Tensor, n_new: int) -> Tensor:
+        """seq (B, t): the whole sequence, whose last n_new tokens are new → (B, V)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                if not self.use_cache:
+                    return self._recompute(seq)
+                return self._cached(seq, n_new)
+        finally:
+            self.model.train(was_training)
+
+    def _recompute(self, seq: Tensor) -> Tensor:
+        context = seq if self.window is None else seq[:, -self.window :]  # (B, ≤ window)
+        if isinstance(self.model, GPT):
+            logits, _ = self.model(context, last_only=True)
+        else:
+            logits, _ = self.model(context)
+        return logits[:, -1, :]
+
+    def _run(self, tokens: Tensor) -> Tensor:
+        logits, _ = self.model(tokens, kv_cache=self.cache, last_only=True)  # (B, 1, V)
+        return logits[:, -1, :]
+
+    def _cached(self, seq: Tensor, n_new: int) -> Tensor:
+        model: GPT = self.model  # type: ignore[assignment]
+        window = model.config.block_size
+        if self.cache is None:  # prefill: the prompt's last window, processed once
+            self.cache = model.new_kv_cache(seq.shape[0], rolling=self.rolling)
+            return self._run(seq[:, -window:])
+        if self.cache.pos + n_new <= window or self.rolling:
+            return self._run(seq[:, -n_new:])
+        if self.restart:  # approximate: re-run the last half window from position 0
+            self.cache = model.new_kv_cache(seq.shape[0])
+            return self._run(seq[:, -max(1, window // 2) :])
+        self.use_cache = False  # exact: the window slides, recompute from now on
+        self.cache = None
+        return self._recompute(seq)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "vocab_size"):
+        return int(config.vocab_size)
+    size = getattr(model, "vocab_size", None)
+    return int(size) if size is not None else None
+
+
+def _check_id(name: str, value: object, vocab_size: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GptlabError(f"{name} must be a token id (int), got {value!r}")
+    if value < 0 or (vocab_size is not None and value >= vocab_size):
+        raise GptlabError(f"{name}={value} is outside the vocabulary 0..{vocab_size - 1}")
+    return value
+
+
+def _prepare_prompt(
+    idx: Tensor | Sequence[int] | Sequence[Sequence[int]],
+    start_token: int,
+    num_samples: int,
+    vocab_size: int | None,
+    device: torch.device,
+) -> Tensor:
+    """Any accepted prompt form → a (B·num_samples, T ≥ 1) int64 tensor on `device`."""
+    if not isinstance(idx, Tensor):
+        idx = torch.tensor(idx, dtype=torch.long)
+        if idx.dim() == 2 and idx.shape[0] == 0:
+            idx = idx.reshape(1, 0)
+    if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.dtype.is_complex:
+        raise GptlabError(f"prompt ids must be integers, got a {idx.dtype} tensor")
+    if idx.dim() == 1:
+        idx = idx[None, :]  # (1, T)
+    if idx.dim() != 2 or idx.shape[0] == 0:
+        raise GptlabError(
+            f"prompt must be (B, T) token ids with B ≥ 1 (or one list of ids), "
+            f"got shape {tuple(idx.shape)}"
+        )
+    idx = idx.to(device=device, dtype=torch.long)
+    if idx.shape[1] == 0:
+        start = _check_id("start_token", start_token, vocab_size)
+        idx = torch.full((idx.shape[0], 1), start, dtype=torch.long, device=device)
+    elif vocab_size is not None and (idx.min() < 0 or idx.max() >= vocab_size):
+        bad = idx[(idx < 0) | (idx >= vocab_size)][0].item()
+        raise GptlabError(f"prompt token id {bad} is outside the vocabulary 0..{vocab_size - 1}")
+    if num_samples != 1:
+        idx = idx.repeat_interleave(num_samples, dim=0)  # (B·num_samples, T)
+    return idx
+
+
+def _check_settings(
+    max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
+    num_samples: int,
+) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or (
+        max_new_tokens < 0
+    ):
+        raise GptlabError(f"max_new_tokens must be an integer ≥ 0, got {max_new_tokens!r}")
+    if not isinstance(temperature, int | float) or math.isnan(temperature) or temperature < 0:
+        raise GptlabError(
+            f"temperature must be ≥ 0 (0 means greedy), got {temperature!r}"
+        )
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise GptlabError(f"top_k must be an integer ≥ 1 or None, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, int | float) and 0.0 < top_p <= 1.0):
+        raise GptlabError(f"top_p must be in (0, 1], got {top_p!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise GptlabError(f"num_samples must be an integer ≥ 1, got {num_samples!r}")
+
+
+def stream(
+    model: nn.Module,
+    idx: Tensor | Sequence[int] | Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    seed: int | None = None,
+    use_cache: bool = True,
+    stop_tokens: Iterable[int] | None = None,
+    start_token: int = 0,
+    exact: bool = True,
+    num_samples: int = 1,
+) -> Iterator[Tensor]:
+    """Yield the new tokens one step at a time, as they are produced.
+
+    Takes the same arguments as `generate` and checks them at once (before the first
+    step). Each step yields a (B,) int64 tensor, one new id per row — also when B == 1
+    (use `.item()`); rows that already stopped repeat their stop token. The prompt
+    (or the start token of an empty prompt) is not yielded.
+    """
+    _check_settings(max_new_tokens, temperature, top_k, top_p, num_samples)
+    vocab_size = _vocab_size(model)
+    device = _model_device(model)
+    prompt = _prepare_prompt(idx, start_token, num_samples, vocab_size, device)
+    stops = None
+    if stop_tokens is not None:
+        ids = [_check_id("stop token", t, vocab_size) for t in stop_tokens]
+        stops = torch.tensor(ids, dtype=torch.long, device=device) if ids else None
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+    decoder = _Decoder(model, use_cache, exact)
+    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+    return _steps(decoder, prompt, max_new_tokens, sampling, generator, stops)
+
+
+def _steps(
+    decoder: _Decoder,
+    prompt: Tensor,
+    max_new_tokens: int,
+    sampling: dict,
+    generator: torch.Generator | None,
+    stops: Tensor | None,
+) -> Iterator[Tensor]:
+    B, T0 = prompt.shape
+    seq = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=prompt.device)
+    seq[:, :T0] = prompt
+    finished = torch.zeros(B, dtype=torch.bool, device=prompt.device)
+    fill = torch.zeros(B, dtype=torch.long, device=prompt.device)  # each row's stop token
+    t, n_new = T0, T0
+    for _ in range(max_new_tokens):
+        logits = decoder.next_logits(seq[:, :t], n_new)  # (B, V)
+        next_ids = sample_next_token(logits, generator=generator, **sampling)  # (B,)
+        if stops is not None:
+            next_ids = torch.where(finished, fill, next_ids)
+            hit = torch.isin(next_ids, stops) & ~finished
+            fill = torch.where(hit, next_ids, fill)
+            finished |= hit
+        seq[:, t] = next_ids
+        t, n_new = t + 1, 1
+        yield next_ids
+        if stops is not None and bool(finished.all()):
+            return
+
+
+def generate(
+    model: nn.Module,
+    idx: Tensor | Sequence[int] | Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    seed: int | None = None,
+    use_cache: bool = True,
+    stop_tokens: Iterable[int] | None = None,
+    start_token: int = 0,
+    exact: bool = True,
+    num_samples: int = 1,
+) -> Tensor:
+    """Continue each prompt row by up to `max_new_tokens` tokens.
+
+    Args:
+        model: a GPT (KV cache) or any model with forward(idx) -> (logits, loss) (e.g.
+            BigramLanguageModel); its train/eval mode is restored after every step.
+        idx: prompt ids: a (B, T) tensor, a (T,) tensor or list (one row), or nested
+            lists of equal length. T may exceed block_size (the model sees the last
+            block_size tokens); T == 0 starts every row from `start_token`.
+        max_new_tokens: tokens to add (≥ 0).
+        temperature: divides the logits; 0 means greedy.
+        top_k: keep only the k most likely tokens (clamped to the vocabulary).
+        top_p: nucleus sampling threshold in (0, 1].
+        greedy: always take the most likely token.
+        seed: seeds a private generator for reproducible sampling.
+        use_cache: use the KV cache (GPT only); False runs the seed's recompute loop.
+        stop_tokens: ids that end a row (see the module docstring for batches).
+        start_token: the id an empty prompt starts from.
+        exact: past block_size, recompute the window so results equal the cache-free
+            loop (True), or use the faster rolling/restart approximation (False).
+        num_samples: continuations per prompt row (rows are repeated in place).
+
+    Returns:
+        (B·num_samples, T + n) int64 ids on the model's device: the prompt (or the start
+        token) followed by n ≤ max_new_tokens new tokens (n < max_new_tokens only when
+        every row hit a stop token).
+    """
+    vocab_size = _vocab_size(model)
+    device = _model_device(model)
+    _check_settings(max_new_tokens, temperature, top_k, top_p, num_samples)
+    prompt = _prepare_prompt(idx, start_token, num_samples, vocab_size, device)
+    steps = stream(
+        model, prompt, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        greedy=greedy, seed=seed, use_cache=use_cache, stop_tokens=stop_tokens,
+        start_token=start_token, exact=exact,
+    )
+    new = [ids[:, None] for ids in steps]  # n × (B, 1)
+    return torch.cat([prompt, *new], dim=1)  # (B, T + n)
