@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import random
 from collections.abc import Callable
@@ -121,9 +120,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- data
 
 
-def prepared_dataset_dir(config: TrainConfig) -> Path:
-    """The prepared dataset folder for a config: --data, or --input / --dataset prepared
-    into the cache on first use (and reused after, while the source is unchanged)."""
+def prepared_dataset_dir(config: TrainConfig, run_dir: Path) -> Path:
+    """The prepared dataset folder for a config.
+
+    --data is used as is; --input is prepared into RUN_DIR/data (so the run folder is
+    self-contained); a built-in --dataset is prepared once into the corpus cache. Both are
+    reused while their source is unchanged.
+    """
     from gptlab.data import cache_dir, prepare
 
     if config.data:
@@ -135,14 +138,10 @@ def prepared_dataset_dir(config: TrainConfig) -> Path:
             )
         return data_dir
     if config.input:
-        src = Path(config.input).expanduser()
-        tag = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:10]
-        name = f"{src.stem}-{tag}-{config.tokenizer}"
-        source: str = str(src)
+        source, out = str(Path(config.input).expanduser()), Path(run_dir) / "data"
     else:
-        name = f"{config.dataset}-{config.tokenizer}"
         source = config.dataset
-    out = cache_dir() / "datasets" / name
+        out = cache_dir() / "datasets" / f"{config.dataset}-{config.tokenizer}"
     log.info("preparing %s (%s tokens) in %s", source, config.tokenizer, out)
     prepare(source, out, tokenizer=config.tokenizer, force=True)
     return out

@@ -93,7 +93,7 @@ class Trainer:
         self.ptdtype = resolve_dtype(config.dtype, self.device)
         self.autocast = autocast_factory(self.device, self.ptdtype)
         enable_tf32(self.device)
-        if not resume:
+        if not resume and self.dist.is_main:
             self._check_new_run_dir()
         self._setup_data()
         self._setup_model(model_settings)
@@ -120,7 +120,12 @@ class Trainer:
         from gptlab.data import RandomBatches, load_meta
         from gptlab.tokenizers import load_tokenizer
 
-        self.data_dir = prepared_dataset_dir(self.config)
+        # Rank 0 prepares the dataset first; the others then find it ready.
+        if not self.dist.is_main:
+            torch.distributed.barrier()
+        self.data_dir = prepared_dataset_dir(self.config, self.run_dir)
+        if self.dist.enabled and self.dist.is_main:
+            torch.distributed.barrier()
         self.meta = load_meta(self.data_dir)
         self.tokenizer_path = self.data_dir / self.meta.get("tokenizer_file", "tokenizer.json")
         self.tokenizer = load_tokenizer(self.tokenizer_path)
