@@ -123,6 +123,9 @@ def test_word_tokenization_details():
     ids = tok.encode("Hello,\n\tworld<|endoftext|>Is")
     assert ids == [8, 4, 16, tok.eot_id, 9]
     assert tok.decode(ids) == "Hello, world <|endoftext|> Is"
+    specials = WordTokenizer.from_text("a <|unk|> b<|endoftext|>")
+    assert specials.words == ["a", "b"]
+    assert specials.encode("<|unk|> b") == [specials.unk_id, 1]
     # As the seed: only the space *before* punctuation goes.
     assert tok.decode(tok.encode("it's (a test).")) == "it' s( a test)."
 

@@ -66,7 +66,7 @@ class WordTokenizer(Tokenizer):
         vocab: set[str] = set()
         for part in texts:
             vocab.update(split_words(part))
-        vocab.discard(EOT)
+        vocab -= {EOT, UNK}  # the specials get their own ids after the words
         if not vocab:
             raise GptlabError("cannot build a word vocabulary from text with no words: give text")
         return cls(sorted(vocab))
