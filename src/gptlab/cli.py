@@ -17,6 +17,7 @@ from gptlab.errors import GptlabError
 # Subcommand modules under gptlab.commands, in the order `gptlab --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "prepare", "corpus", "stats", "train", "sample", "eval", "plot", "import_", "export",
+    "serve",
 )
 
 

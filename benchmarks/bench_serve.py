@@ -1,0 +1,229 @@
+"""Load test of `gptlab serve` on loopback against a tiny model.
+
+Two runs, each against its own `gptlab serve` process:
+
+1. load: `--clients` concurrent clients each send `--requests` non-streamed completions
+   (bounded by `--max-seconds`); the server's --max-concurrency is at least the number of
+   clients, so every request should succeed. Reports p50/p95 latency, requests/s, tokens/s
+   and the non-2xx count, beside a baseline: the same completions generated in this
+   process without HTTP, one after another.
+2. over capacity: `--clients` clients fire long completions at once, `--rounds` times, at a
+   server allowing `--overload-concurrency`; reports how many got 429 and how fast.
+
+    python benchmarks/bench_serve.py                  # builds a tiny run in a temp folder
+    python benchmarks/bench_serve.py --run-dir runs/x --clients 50 --requests 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_SRC = Path(__file__).resolve().parents[1] / "src"
+PROMPT = "ROMEO:\nWhat light"
+
+
+@dataclass
+class Results:
+    latencies_s: list[float] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    tokens: int = 0
+    wall_s: float = 0.0
+
+    def count(self, predicate) -> int:
+        return sum(1 for s in self.statuses if predicate(s))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@contextmanager
+def server_process(run_dir: Path, *options: str) -> Iterator[str]:
+    """A `gptlab serve` subprocess on a free loopback port; yields its URL."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO_SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gptlab", "serve", str(run_dir), "--port", "0", *options],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        if " on http://" not in line:
+            raise SystemExit(f"server did not start: {line}{proc.stderr.read()}")
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        # keep draining the server's stderr so it can never block on a full pipe
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a minimal client, so that the load generator
+    (sharing the machine's cores with the server) costs little next to the server."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port = host.strip("[]"), int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: dict) -> tuple[int, dict]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        data = json.dumps(body).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: "
+                          f"application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                          + data)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        headers = dict(line.lower().split(": ", 1) for line in head[1:] if line)
+        payload = await self.reader.readexactly(int(headers["content-length"]))
+        if headers.get("connection") == "close":
+            await self.close()
+        return status, json.loads(payload)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def client_loop(url: str, index: int, requests: int, max_tokens: int,
+                      deadline: float, results: Results) -> None:
+    connection = Connection(url)
+    try:
+        for i in range(requests):
+            if time.monotonic() > deadline:
+                return
+            body = {"prompt": PROMPT, "max_tokens": max_tokens, "seed": index * requests + i}
+            start = time.perf_counter()
+            status, answer = await connection.post("/v1/completions", body)
+            results.latencies_s.append(time.perf_counter() - start)
+            results.statuses.append(status)
+            if status == 200:
+                results.tokens += answer["usage"]["completion_tokens"]
+    finally:
+        await connection.close()
+
+
+async def run_clients(url: str, clients: int, requests: int, max_tokens: int,
+                      max_seconds: float) -> Results:
+    results = Results()
+    deadline = time.monotonic() + max_seconds
+    start = time.perf_counter()
+    await asyncio.gather(*[client_loop(url, c, requests, max_tokens, deadline, results)
+                           for c in range(clients)])
+    results.wall_s = time.perf_counter() - start
+    return results
+
+
+def baseline(run_dir: Path, count: int, max_tokens: int) -> Results:
+    """The same completions in process, one after another: what the model alone costs."""
+    from gptlab.serve.engine import ModelEngine, SamplingParams
+
+    engine = ModelEngine.from_run_dir(run_dir)
+    results = Results()
+    start = time.perf_counter()
+    for i in range(count):
+        t0 = time.perf_counter()
+        completion = engine.complete(PROMPT, SamplingParams(max_tokens=max_tokens, seed=i))
+        completion.read()
+        results.latencies_s.append(time.perf_counter() - t0)
+        results.statuses.append(200)
+        results.tokens += completion.completion_tokens
+    results.wall_s = time.perf_counter() - start
+    return results
+
+
+def make_tiny_run(out_dir: Path) -> Path:
+    """A tiny char-level run (2 layers, 2 heads, 16 channels, block 16), random weights."""
+    from tiny_run import write_tiny_run  # benchmarks/tiny_run.py
+
+    return write_tiny_run(out_dir / "tiny")
+
+
+def print_load_table(base: Results, load: Results, clients: int) -> None:
+    rows = [("in process (baseline)", base, 1), (f"HTTP, {clients} clients", load, clients)]
+    print(f"{'':24} {'requests':>8} {'non-2xx':>7} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'req/s':>8} {'tok/s':>8}")
+    for name, r, _ in rows:
+        print(f"{name:24} {len(r.statuses):8d} {r.count(lambda s: s >= 300):7d} "
+              f"{1000 * percentile(r.latencies_s, 0.5):8.1f} "
+              f"{1000 * percentile(r.latencies_s, 0.95):8.1f} "
+              f"{len(r.statuses) / r.wall_s:8.1f} {r.tokens / r.wall_s:8.0f}")
+    ratio = (load.tokens / load.wall_s) / (base.tokens / base.wall_s)
+    print(f"HTTP / baseline tokens/s: {ratio:.2f}   5xx: {load.count(lambda s: s >= 500)}")
+
+
+async def overload(url: str, clients: int, rounds: int, max_tokens: int) -> Results:
+    """`clients` requests at once, `rounds` times, each round on fresh connections."""
+    results = Results()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        await asyncio.gather(*[client_loop(url, c, 1, max_tokens, float("inf"), results)
+                               for c in range(clients)])
+    results.wall_s = time.perf_counter() - start
+    return results
+
+
+def print_overload_table(r: Results, concurrency: int) -> None:
+    busy = [t for t, s in zip(r.latencies_s, r.statuses, strict=True) if s == 429]
+    ok = [t for t, s in zip(r.latencies_s, r.statuses, strict=True) if s == 200]
+    print(f"\nover capacity: --max-concurrency {concurrency}, {len(r.statuses)} requests")
+    print(f"{'status':8} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+    for name, times in (("200", ok), ("429", busy)):
+        print(f"{name:8} {len(times):6d} {1000 * percentile(times, 0.5):8.1f} "
+              f"{1000 * percentile(times, 0.95):8.1f} {1000 * max(times, default=0):8.1f}")
+    others = r.count(lambda s: s not in (200, 429))
+    print(f"other statuses: {others}   429s within 100 ms: "
+          f"{sum(t <= 0.1 for t in busy)}/{len(busy)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", type=Path, help="run to serve (default: a tiny one)")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=200, help="requests per client")
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--max-seconds", type=float, default=120, help="load-run time bound")
+    parser.add_argument("--baseline-requests", type=int, default=200)
+    parser.add_argument("--overload-concurrency", type=int, default=4)
+    parser.add_argument("--overload-max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO_SRC))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    with tempfile.TemporaryDirectory(prefix="gptlab-bench-serve-") as tmp:
+        run_dir = args.run_dir or make_tiny_run(Path(tmp))
+        base = baseline(run_dir, args.baseline_requests, args.max_tokens)
+        limit = str(max(args.max_tokens, args.overload_max_tokens))
+        with server_process(run_dir, "--max-concurrency", str(args.clients + 14),
+                            "--max-tokens-limit", limit) as url:
+            load = asyncio.run(run_clients(url, args.clients, args.requests, args.max_tokens,
+                                           args.max_seconds))
+        print_load_table(base, load, args.clients)
+        with server_process(run_dir, "--max-concurrency", str(args.overload_concurrency),
+                            "--max-tokens-limit", limit) as url:
+            over = asyncio.run(overload(url, args.clients, args.rounds,
+                                        args.overload_max_tokens))
+        print_overload_table(over, args.overload_concurrency)
+
+
+if __name__ == "__main__":
+    main()

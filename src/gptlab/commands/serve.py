@@ -1,0 +1,90 @@
+"""`gptlab serve RUN_DIR`: an OpenAI-compatible completions API and a browser playground."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from gptlab.commands import add_option, new_command
+from gptlab.errors import GptlabError
+
+DESCRIPTION = """\
+Serve a trained run over HTTP: POST /v1/completions (OpenAI-compatible, with streaming),
+GET /v1/models, GET /health, and a playground page at /. Stop with Ctrl-C or SIGTERM.
+
+example:
+  gptlab serve runs/shakespeare-char --port 8000
+  curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
+       -d '{"prompt": "ROMEO:", "max_tokens": 100, "seed": 1}'
+"""
+
+
+def add_parser(subparsers) -> None:
+    parser = new_command(subparsers, "serve", help="serve a trained run over HTTP (OpenAI API)",
+                         description=DESCRIPTION)
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run folder")
+    add_option(parser, "host", default="127.0.0.1",
+               help="address to listen on (0.0.0.0 exposes the server to your network)")
+    add_option(parser, "port", type=int, default=8000, help="TCP port (0: any free port)")
+    add_option(parser, "api_key", default=None,
+               help="require `Authorization: Bearer KEY` on /v1/*; when left out, "
+                    "$GPTLAB_API_KEY is used if set (keeps the key out of `ps`)")
+    add_option(parser, "max_tokens_limit", type=int, default=1024,
+               help="the largest max_tokens a request may ask for")
+    add_option(parser, "max_concurrency", type=int, default=4,
+               help="completions generated at once; further requests get 429")
+    add_option(parser, "checkpoint", choices=["best", "latest"], default="best",
+               help="which checkpoint of the run to serve")
+    add_option(parser, "device", default="cpu", help="torch device, e.g. cpu, cuda, mps")
+    add_option(parser, "drain_s", type=float, default=10.0,
+               help="on SIGTERM, seconds running completions may go on before they are ended")
+    parser.set_defaults(func=run)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Raise GptlabError naming the first bad option."""
+    if not 0 <= args.port <= 65535:
+        raise GptlabError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.max_tokens_limit < 1:
+        raise GptlabError(f"--max-tokens-limit must be at least 1, got {args.max_tokens_limit}")
+    if args.max_concurrency < 1:
+        raise GptlabError(f"--max-concurrency must be at least 1, got {args.max_concurrency}")
+    if not 0 <= args.drain_s <= 20:
+        raise GptlabError(f"--drain-s must be between 0 and 20, got {args.drain_s}")
+    if args.api_key is not None and not args.api_key.strip():
+        raise GptlabError("--api-key is empty: give a key, or leave the option out")
+    if not args.run_dir.is_dir():
+        raise GptlabError(f"run folder not found: {args.run_dir} (train one with `gptlab train`)")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    try:
+        from gptlab.serve.app import ServerSettings, create_app
+        from gptlab.serve.server import run_server
+    except ImportError as exc:
+        raise GptlabError(
+            f"gptlab serve needs the serve extra ({exc.name} is missing): "
+            "pip install 'gptlab[serve]'"
+        ) from None
+    from gptlab.serve.engine import ModelEngine
+
+    engine = ModelEngine.from_run_dir(args.run_dir, which=args.checkpoint, device=args.device)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("GPTLAB_API_KEY")
+    settings = ServerSettings(
+        api_key=api_key or None,
+        max_tokens_limit=args.max_tokens_limit,
+        max_concurrency=args.max_concurrency,
+        drain_s=args.drain_s,
+    )
+    app = create_app(engine, settings)
+
+    def ready(url: str) -> None:
+        auth = "API key required" if settings.api_key else "no API key"
+        print(f"serving {engine.model_id} on {url} ({auth}); playground: {url}/ ; "
+              f"API: {url}/v1 ; Ctrl-C to stop", file=sys.stderr, flush=True)
+
+    run_server(app, args.host, args.port, on_ready=ready)
+    return 0

@@ -1,0 +1,440 @@
+"""The HTTP server: an OpenAI-compatible completions API and a playground page (Starlette).
+
+`create_app(engine, ...)` builds the ASGI app. Each completion runs in its own worker
+thread (`Job`), so the event loop keeps answering /health during a long generation; pieces
+come back through an asyncio queue. At most `max_concurrency` completions run at once; a
+request beyond that gets 429 with Retry-After at once (no queue to wait in). A client that
+disconnects sets the job's cancel flag, which the worker checks after every token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from importlib import resources
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from gptlab.errors import GptlabError
+from gptlab.serve.engine import Completion, Engine
+from gptlab.serve.protocol import (
+    ApiError,
+    CompletionRequest,
+    choice,
+    completion_body,
+    error_body,
+    new_completion_id,
+    parse_completion_request,
+    parse_json_body,
+    usage_body,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB
+RETRY_AFTER_S = 1
+
+
+@dataclass
+class ServerSettings:
+    """Limits and options of one server.
+
+    Args:
+        api_key: when set, /v1/* needs `Authorization: Bearer <api_key>`.
+        max_tokens_limit: the largest `max_tokens` a request may ask for.
+        max_concurrency: completions running at once; more get 429.
+        max_body_bytes: larger request bodies get 413 before being read.
+        drain_s: after `begin_shutdown`, how long running completions may go on before they
+            are ended with an error event.
+    """
+
+    api_key: str | None = None
+    max_tokens_limit: int = 1024
+    max_concurrency: int = 4
+    max_body_bytes: int = MAX_BODY_BYTES
+    drain_s: float = 10.0
+
+
+class Slots:
+    """A non-blocking counting limiter, released from worker threads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self.used >= self.size:
+                return False
+            self.used += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            assert self.used > 0
+            self.used -= 1
+
+
+class Job:
+    """Completions for one request, run in a worker thread; events arrive on `queue` as
+    ("piece", index, text), ("done", index, Completion), ("error", ApiError), ("end",)."""
+
+    def __init__(self, completions: list[Completion], cancel: threading.Event, slots: Slots):
+        self.completions = completions
+        self.cancel = cancel
+        self.slots = slots
+        self.queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="gptlab-completion", daemon=True).start()
+
+    def _put(self, event: tuple[Any, ...]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        except RuntimeError:  # the loop is closed: the server has stopped
+            self.cancel.set()
+
+    def _run(self) -> None:
+        try:
+            for index, completion in enumerate(self.completions):
+                for piece in completion:
+                    if self.cancel.is_set():
+                        break
+                    self._put(("piece", index, piece))
+                if self.cancel.is_set():
+                    break
+                self._put(("done", index, completion))
+        except GptlabError as exc:
+            self._put(("error", ApiError(400, str(exc))))
+        except Exception:
+            logger.exception("generation failed")
+            self._put(("error", ApiError(500, "generation failed: see the server log",
+                                         "server_error")))
+        finally:
+            self.slots.release()
+            self._put(("end",))
+
+    def abort(self, error: ApiError) -> None:
+        """End the job from the event loop: cancel the worker and wake the reader."""
+        self.cancel.set()
+        self.queue.put_nowait(("error", error))
+        self.queue.put_nowait(("end",))
+
+
+class ServerState:
+    """What the handlers share: the engine, the settings, the slots and running jobs."""
+
+    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.slots = Slots(settings.max_concurrency)
+        self.jobs: set[Job] = set()
+        self.shutting_down = False
+
+    def begin_shutdown(self) -> None:
+        """Stop taking completions; end the running ones after `drain_s` seconds."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        logger.info("shutting down: %d completion(s) running", len(self.jobs))
+        asyncio.get_running_loop().call_later(self.settings.drain_s, self._abort_all)
+
+    def _abort_all(self) -> None:
+        for job in list(self.jobs):
+            job.abort(ApiError(503, "the server is shutting down", "server_error"))
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.gptlab
+
+
+def _check_auth(request: Request) -> None:
+    key = _state(request).settings.api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    # Digests first, so that not even the key's length leaks; compare_digest takes the same
+    # time wherever the two differ.
+    given_digest = hashlib.sha256(given.strip().encode()).digest()
+    key_digest = hashlib.sha256(key.encode()).digest()
+    if not (hmac.compare_digest(given_digest, key_digest) and scheme.lower() == "bearer"):
+        raise ApiError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
+                       "authentication_error", code="invalid_api_key")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes before reading it."""
+    too_large = ApiError(413, f"request body is larger than {limit} bytes",
+                         code="request_too_large")
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise ApiError(400, f"bad Content-Length header: {length!r}")
+        if int(length) > limit:
+            raise too_large
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "the client disconnected while sending the request") from None
+    return b"".join(chunks)
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def _model_card(state: ServerState) -> dict[str, Any]:
+    engine = state.engine
+    return {
+        "id": engine.model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "gptlab",
+        "block_size": engine.block_size,
+        "vocab_size": engine.vocab_size,
+        "tokenizer": engine.tokenizer_name,
+        "max_tokens_limit": state.settings.max_tokens_limit,
+    }
+
+
+async def list_models(request: Request) -> Response:
+    _check_auth(request)
+    return JSONResponse({"object": "list", "data": [_model_card(_state(request))]})
+
+
+async def get_model(request: Request) -> Response:
+    _check_auth(request)
+    state = _state(request)
+    _check_model(state.engine, request.path_params["model"])
+    return JSONResponse(_model_card(state))
+
+
+def _check_model(engine: Engine, model: str | None) -> None:
+    if model is not None and model != engine.model_id:
+        raise ApiError(404, f"model {model!r} does not exist: this server has "
+                       f"{engine.model_id!r} (see /v1/models)", param="model",
+                       code="model_not_found")
+
+
+async def playground(request: Request) -> Response:
+    html = resources.files("gptlab.serve").joinpath("playground.html").read_text("utf-8")
+    return HTMLResponse(html)
+
+
+async def completions(request: Request) -> Response:
+    state = _state(request)
+    _check_auth(request)
+    raw = await _read_body(request, state.settings.max_body_bytes)
+    req = parse_completion_request(parse_json_body(raw), state.settings.max_tokens_limit)
+    _check_model(state.engine, req.model)
+    if state.shutting_down:
+        raise ApiError(503, "the server is shutting down", "server_error")
+    if not state.slots.try_acquire():
+        raise ApiError(429, f"server busy: {state.settings.max_concurrency} completions are "
+                       "running; retry shortly", "rate_limit_error",
+                       code="too_many_requests", headers={"Retry-After": str(RETRY_AFTER_S)})
+    try:
+        job = await _start_job(state, req)
+    except BaseException:
+        state.slots.release()
+        raise
+    state.jobs.add(job)
+    completion_id = new_completion_id()
+    if req.stream:
+        return SSEResponse(_sse_events(state, job, req, completion_id), on_close=job.cancel.set)
+    try:
+        return await _collect(state, job, req, completion_id, request.receive)
+    finally:
+        state.jobs.discard(job)
+
+
+async def _start_job(state: ServerState, req: CompletionRequest) -> Job:
+    """Encode the prompts (off the event loop; an unencodable prompt is a 400) and start
+    the worker; the caller holds a slot, which the worker releases."""
+    cancel = threading.Event()
+
+    def build() -> list[Completion]:
+        out = []
+        for prompt in req.prompts:
+            for i in range(req.n):
+                seed = req.params.seed
+                params = req.params
+                if seed is not None and i > 0:  # distinct but reproducible choices
+                    params = replace(params, seed=(seed + i) % (2**63))
+                out.append(state.engine.complete(prompt, params, cancel))
+        return out
+
+    try:
+        completions = await anyio.to_thread.run_sync(build)
+    except GptlabError as exc:
+        raise ApiError(400, str(exc), param="prompt") from None
+    job = Job(completions, cancel, state.slots)
+    job.start()
+    return job
+
+
+async def _collect(
+    state: ServerState, job: Job, req: CompletionRequest, completion_id: str, receive: Receive
+) -> Response:
+    """Wait for a non-streamed job, cancelling it if the client goes away."""
+
+    async def read_all() -> list[Completion]:
+        done: list[Completion] = []
+        while (event := await job.queue.get())[0] != "end":
+            if event[0] == "error":
+                raise event[1]
+            if event[0] == "done":
+                done.append(event[2])
+        return done
+
+    reader = asyncio.ensure_future(read_all())
+    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not reader.done():  # the client has gone: nobody reads the answer
+            job.cancel.set()
+            reader.cancel()
+    if reader.cancelled():
+        return Response(status_code=499)
+    done = reader.result()  # raises the job's ApiError, if any
+    choices = [choice(i, c.text, c.finish_reason) for i, c in enumerate(done)]
+    usage = _usage(done, req.n)
+    return JSONResponse(completion_body(completion_id, state.engine.model_id, choices, usage))
+
+
+def _usage(completions: list[Completion], n: int) -> dict[str, int]:
+    """Token counts; the n choices of one prompt count its tokens once, as OpenAI does."""
+    prompt_tokens = sum(c.prompt_tokens for c in completions[::n])
+    return usage_body(prompt_tokens, sum(c.completion_tokens for c in completions))
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _sse(data: Any) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {text}\n\n".encode()
+
+
+async def _sse_events(
+    state: ServerState, job: Job, req: CompletionRequest, completion_id: str
+) -> AsyncIterator[bytes]:
+    """The server-sent events of a streamed job; always ends with `data: [DONE]`."""
+    model = state.engine.model_id
+    done: list[Completion] = []
+    try:
+        while (event := await job.queue.get())[0] != "end":
+            kind = event[0]
+            if kind == "piece":
+                body = completion_body(completion_id, model, [choice(event[1], event[2], None)],
+                                       None)
+            elif kind == "done":
+                done.append(event[2])
+                finish = event[2].finish_reason
+                body = completion_body(completion_id, model, [choice(event[1], "", finish)], None)
+            else:
+                body = event[1].body()
+            yield _sse(body)
+        if req.include_usage and len(done) == len(job.completions):
+            yield _sse(completion_body(completion_id, model, [], _usage(done, req.n)))
+        yield _sse("[DONE]")
+    finally:
+        job.cancel.set()  # a no-op when finished; frees the slot if the client went away
+        state.jobs.discard(job)
+
+
+class SSEResponse(StreamingResponse):
+    """A text/event-stream response that stops (and cancels its iterator) as soon as the
+    client disconnects, whatever ASGI spec version the server speaks."""
+
+    def __init__(self, events: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        self.on_close = on_close
+        super().__init__(
+            events,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream_then_stop() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:  # the connection is gone
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream_then_stop)
+                await _wait_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            self.on_close()
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    return JSONResponse(error_body(message, kind), status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("internal server error: see the server log", "server_error"),
+                        status_code=500)
+
+
+def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starlette:
+    """The ASGI app serving `engine`; `app.state.gptlab` is its ServerState."""
+    routes = [
+        Route("/", playground, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.gptlab = ServerState(engine, settings or ServerSettings())
+    return app

@@ -1,0 +1,236 @@
+"""What the server needs from a model: encode a prompt, produce token ids, decode text.
+
+`Engine` is the small interface the HTTP layer is written against; `ModelEngine` wraps a
+gptlab run folder (model + tokenizer). `Completion` turns an engine's token ids into text
+pieces that are safe to send one by one: it decodes the whole continuation after every
+token and emits only the new suffix, holding back an incomplete UTF-8 character (a BPE
+token can end in the middle of one) and any tail that could still grow into a stop string,
+so the concatenated pieces always equal the final text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gptlab.errors import GptlabError
+
+logger = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+# What `decode` puts where the bytes so far end inside a multi-byte UTF-8 character.
+REPLACEMENT_CHAR = "\ufffd"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to continue one prompt.
+
+    Args:
+        max_tokens: the most new tokens to produce (>= 1).
+        temperature: softmax temperature; 0 means greedy (argmax).
+        top_k: keep only the k most likely tokens (None: all).
+        top_p: nucleus sampling mass in (0, 1] (None: no cut).
+        seed: seeds a generator local to this completion; same seed, same text.
+        stop: strings that end the completion; the stop string itself is not returned.
+    """
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+class Engine:
+    """A model and tokenizer behind the server. Subclasses fill in the four methods.
+
+    Attributes:
+        model_id: the name clients pass as `model`.
+        block_size: the most tokens the model attends to.
+        vocab_size: the tokenizer's vocabulary size.
+        eot_id: the end-of-text token id (ends a completion with reason "stop"), or None.
+    """
+
+    model_id: str
+    block_size: int
+    vocab_size: int
+    eot_id: int | None = None
+    tokenizer_name: str = ""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; raises GptlabError for text the tokenizer cannot encode."""
+        raise NotImplementedError
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of `ids`."""
+        raise NotImplementedError
+
+    def generate_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        """Yield up to `params.max_tokens` new token ids after `prompt_ids`, one at a time."""
+        raise NotImplementedError
+
+    def complete(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None
+    ) -> Completion:
+        """Encode `prompt` now (so a bad prompt fails before any output) and return the
+        lazy `Completion`; iterating it runs the model."""
+        prompt_ids = self.encode(prompt)
+        if not prompt_ids:
+            if self.eot_id is None:
+                raise GptlabError(
+                    "prompt is empty and this model has no end-of-text token to start from: "
+                    "send at least one character"
+                )
+            prompt_ids = [self.eot_id]
+        return Completion(self, prompt_ids, params, cancel)
+
+
+class Completion:
+    """Iterator of text pieces for one prompt; `finish_reason` and `completion_tokens` are
+    set as it runs ("stop": a stop string or end-of-text token, "length": max_tokens
+    reached, "cancelled": `cancel` was set)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.engine = engine
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.cancel = cancel or threading.Event()
+        self.prompt_tokens = len(prompt_ids)
+        self.completion_tokens = 0
+        self.finish_reason: FinishReason | None = None
+        self.text = ""
+        self._pieces = self._run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def _run(self) -> Iterator[str]:
+        engine, stops = self.engine, self.params.stop
+        ids: list[int] = []
+        emitted = 0  # characters of the decoded continuation already yielded
+        for token in engine.generate_tokens(self.prompt_ids, self.params):
+            if self.cancel.is_set():
+                self.finish_reason = "cancelled"
+                return
+            self.completion_tokens += 1
+            if token == engine.eot_id:
+                self.finish_reason = "stop"
+                break
+            ids.append(token)
+            text = engine.decode(ids)
+            cut = find_stop(text, stops, emitted)
+            if cut is not None:
+                self.text = text[:cut]
+                if cut > emitted:
+                    yield text[emitted:cut]
+                self.finish_reason = "stop"
+                return
+            safe = safe_length(text, stops)
+            if safe > emitted:
+                yield text[emitted:safe]
+                emitted = safe
+        self.finish_reason = self.finish_reason or "length"
+        self.text = engine.decode(ids)
+        if len(self.text) > emitted:
+            yield self.text[emitted:]
+
+    def read(self) -> str:
+        """Run to the end and return the whole text."""
+        for _ in self._pieces:
+            pass
+        return self.text
+
+
+def find_stop(text: str, stops: tuple[str, ...], start: int = 0) -> int | None:
+    """Index in `text` where the earliest stop string begins (searching from `start`)."""
+    hits = [i for i in (text.find(stop, start) for stop in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def safe_length(text: str, stops: tuple[str, ...]) -> int:
+    """How many leading characters of `text` can be sent now: not a trailing incomplete
+    UTF-8 character, nor a tail that is the start of a stop string."""
+    end = len(text.rstrip(REPLACEMENT_CHAR))
+    held = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, end), held, -1):
+            if text.endswith(stop[:k], 0, end):
+                held = k
+                break
+    return end - held
+
+
+class ModelEngine(Engine):
+    """A gptlab model and tokenizer, e.g. from a run folder (`from_run_dir`).
+
+    Prompts longer than `block_size` tokens are cropped to their last `block_size` tokens
+    (the model cannot see more). Token generation uses `gptlab.generate.stream` with a
+    generator seeded per completion.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, model_id: str, device: str = "cpu") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.device = device
+        self.block_size = int(model.config.block_size)
+        self.vocab_size = int(tokenizer.vocab_size)
+        self.eot_id = getattr(tokenizer, "eot_id", None)
+        self.tokenizer_name = str(getattr(tokenizer, "name", ""))
+
+    @classmethod
+    def from_run_dir(
+        cls, run_dir: Path, which: Literal["best", "latest"] = "best", device: str = "cpu"
+    ) -> ModelEngine:
+        """Load the `which` checkpoint of the run folder `run_dir`; the model id is the
+        folder's name."""
+        from gptlab.checkpoint import load_run
+
+        run_dir = Path(run_dir)
+        run = load_run(run_dir, which=which, device=device)
+        return cls(run.model, run.tokenizer, model_id=run_dir.resolve().name, device=device)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def generate_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        import torch
+
+        from gptlab.generate import stream
+
+        idx = torch.tensor([prompt_ids[-self.block_size :]], dtype=torch.long, device=self.device)
+        greedy = params.temperature == 0
+        stop_tokens = [self.eot_id] if self.eot_id is not None else None
+        # The whole generation runs in one worker thread, so grad mode stays thread-local.
+        with torch.inference_mode():
+            for token in stream(
+                self.model,
+                idx,  # (1, T)
+                params.max_tokens,
+                temperature=1.0 if greedy else params.temperature,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                greedy=greedy,
+                seed=params.seed,
+                stop_tokens=stop_tokens,
+            ):
+                yield int(token)
