@@ -16,14 +16,6 @@ V = 23
 POS_ENCODINGS = ["learned", "sinusoidal", "rope"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster on a crowded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_model(seed: int = 0, **overrides) -> GPT:
     """2 layers, 2 heads, 16 channels, block 16; larger-than-default init so that greedy

@@ -9,14 +9,6 @@ from gptlab.errors import GptlabError
 from gptlab.model import GPT, ModelConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(**overrides) -> GPT:
     fields = dict(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=16)
     fields.update(overrides)
