@@ -152,10 +152,21 @@ def baseline(run_dir: Path, count: int, max_tokens: int) -> Results:
 
 
 def make_tiny_run(out_dir: Path) -> Path:
-    """A tiny char-level run (2 layers, 2 heads, 16 channels, block 16), random weights."""
-    from tiny_run import write_tiny_run  # benchmarks/tiny_run.py
+    """A tiny char-level run with random weights (2 layers, 2 heads, 32 channels, block 64):
+    serving costs the same whether or not the weights were trained."""
+    import string
 
-    return write_tiny_run(out_dir / "tiny")
+    import torch
+
+    from gptlab.checkpoint import write_run
+    from gptlab.model import GPT, ModelConfig
+    from gptlab.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer(sorted(set(string.printable)))
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=2,
+                         n_embd=32)
+    return write_run(out_dir / "tiny-char", GPT(config), tokenizer)
 
 
 def print_load_table(base: Results, load: Results, clients: int) -> None:
@@ -208,7 +219,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO_SRC))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     with tempfile.TemporaryDirectory(prefix="gptlab-bench-serve-") as tmp:
         run_dir = args.run_dir or make_tiny_run(Path(tmp))
         base = baseline(run_dir, args.baseline_requests, args.max_tokens)

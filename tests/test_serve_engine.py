@@ -105,8 +105,16 @@ def test_multibyte_characters_are_never_split():
     assert "".join(pieces) == text == completion.text
     assert all("\ufffd" not in p for p in pieces)
     assert "🙂" in pieces  # four tokens, one piece
-    assert completion.finish_reason == "length"
+    assert completion.finish_reason == "stop"  # the engine ended before max_tokens
     assert completion.completion_tokens == len(text.encode())
+
+
+def test_finish_reason_is_length_when_max_tokens_is_reached():
+    text = "héllo"
+    _, completion = run(ByteEngine(text), max_tokens=len(text.encode()))
+    assert (completion.text, completion.finish_reason) == (text, "length")
+    _, cut = run(ByteEngine(text), max_tokens=1)
+    assert (cut.text, cut.finish_reason) == ("h", "length")
 
 
 def test_stop_string_spanning_tokens_is_cut_and_not_returned():
@@ -186,7 +194,8 @@ def test_safe_length_holds_back_stop_prefixes_and_partial_characters():
 def test_pieces_concatenate_to_the_text_cut_at_the_first_stop(text, stops):
     pieces, completion = run(ByteEngine(text), max_tokens=1000, stop=tuple(stops))
     # Reference: generation ends at the first token after which a stop string is in the text.
-    data, expected, reason = text.encode(), text, "length"
+    # max_tokens (1000) is never reached: the engine ending on its own is a "stop"
+    data, expected, reason = text.encode(), text, "stop"
     for k in range(1, len(data) + 1):
         so_far = data[:k].decode("utf-8", errors="replace")
         hits = [i for i in (so_far.find(s) for s in stops) if i >= 0]

@@ -110,6 +110,7 @@ class Job:
             self.cancel.set()
 
     def _run(self) -> None:
+        last: list[tuple[Any, ...]] = [("end",)]
         try:
             for index, completion in enumerate(self.completions):
                 for piece in completion:
@@ -120,14 +121,17 @@ class Job:
                     break
                 self._put(("done", index, completion))
         except GptlabError as exc:
-            self._put(("error", ApiError(400, str(exc))))
+            last.insert(0, ("error", ApiError(400, str(exc))))
         except Exception:
             logger.exception("generation failed")
-            self._put(("error", ApiError(500, "generation failed: see the server log",
-                                         "server_error")))
+            last.insert(0, ("error", ApiError(500, "generation failed: see the server log",
+                                              "server_error")))
         finally:
+            # free the slot before the reader can see the last events: a client that got
+            # its answer (or its error) may send the next request at once
             self.slots.release()
-            self._put(("end",))
+            for event in last:
+                self._put(event)
 
     def abort(self, error: ApiError) -> None:
         """End the job from the event loop: cancel the worker and wake the reader."""

@@ -145,7 +145,10 @@ class Completion:
             if safe > emitted:
                 yield text[emitted:safe]
                 emitted = safe
-        self.finish_reason = self.finish_reason or "length"
+        if self.finish_reason is None:
+            # an engine that ends early has met a stop token of its own
+            done = self.completion_tokens >= self.params.max_tokens
+            self.finish_reason = "length" if done else "stop"
         self.text = engine.decode(ids)
         if len(self.text) > emitted:
             yield self.text[emitted:]
