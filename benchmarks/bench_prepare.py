@@ -7,10 +7,14 @@ give the same ids. Reports median seconds, MB/s and the speedup.
 
 `--big`: writes a ~1 GB file by repeating Tiny Shakespeare into a temporary folder and
 prepares it once per tokenizer (char, gpt2) in a fresh subprocess, reporting its peak RSS
-(`ru_maxrss`) next to the file size.
+(`ru_maxrss` of the process, plus the largest worker process's when it has any) next to
+the file size. A kind `gpt2@1` runs pinned to one core (`sched_setaffinity`), so gptlab
+uses one thread and no worker processes: `--big-mb 64 --kinds gpt2@1,gpt2` compares one
+core with all of them.
 
     python benchmarks/bench_prepare.py [--repeat 5]
     python benchmarks/bench_prepare.py --big [--big-mb 1024] [--kinds char,gpt2]
+    python benchmarks/bench_prepare.py --big --big-mb 64 --kinds gpt2@1,gpt2
 """
 
 from __future__ import annotations
@@ -30,12 +34,15 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 CHILD = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from gptlab.data import prepare
+if int(sys.argv[4]):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: int(sys.argv[4])])
 start = time.perf_counter()
 meta = prepare(sys.argv[1], sys.argv[2], tokenizer=sys.argv[3])
 seconds = time.perf_counter() - start
-peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+peak_kb = sum(resource.getrusage(who).ru_maxrss  # KiB on Linux
+              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
 print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024, "tokens": meta["total_tokens"]}))
 """
 
@@ -105,14 +112,15 @@ def run_big(path: Path, target_mb: int, kinds: list[str]) -> None:
         print(f"prepare of a {mb:.0f} MiB file ({path.name} repeated), one run each")
         print("| tokenizer | seconds | MiB/s | tokens | peak RSS (MiB) | RSS / file |")
         print("|---|---:|---:|---:|---:|---:|")
-        for kind in kinds:
-            out = Path(tmp) / f"out-{kind}"
+        for spec in kinds:
+            kind, _, cores = spec.partition("@")
+            out = Path(tmp) / f"out-{kind}-{cores or 'all'}"
             proc = subprocess.run(
-                [sys.executable, "-c", CHILD, str(big), str(out), kind],
+                [sys.executable, "-c", CHILD, str(big), str(out), kind, cores or "0"],
                 env=env, capture_output=True, text=True, check=True,
             )
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"| {kind} | {r['seconds']:.1f} | {mb / r['seconds']:.1f} | {r['tokens']:,} | "
+            print(f"| {spec} | {r['seconds']:.1f} | {mb / r['seconds']:.1f} | {r['tokens']:,} | "
                   f"{r['peak_mb']:.0f} | {r['peak_mb'] / mb:.2f} |")
 
 

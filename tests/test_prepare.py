@@ -112,6 +112,32 @@ def test_documents_are_joined_with_endoftext(tmp_path):
     )
 
 
+def test_gpt2_worker_processes_give_the_same_ids_in_order(tmp_path, monkeypatch, shakespeare_path):
+    # Small blocks and no size threshold: many blocks in flight across two processes.
+    module = importlib.import_module("gptlab.data.prepare")
+    monkeypatch.setattr(module, "_PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(module, "_ENCODE_BLOCK", 4096)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    text = shakespeare_path.read_text(encoding="utf-8")[:60_000]
+    (docs / "a.txt").write_text(text)
+    (docs / "b.txt").write_text("Second one.\n" * 5)
+    one = prepare(docs, tmp_path / "one", tokenizer="gpt2", workers=1)
+    two = prepare(docs, tmp_path / "two", tokenizer="gpt2", workers=2)
+    gpt2 = GPT2Tokenizer()
+    expected = gpt2.encode(text) + [50256] + gpt2.encode("Second one.\n" * 5)
+    assert all_ids(tmp_path / "two").tolist() == expected == all_ids(tmp_path / "one").tolist()
+    assert one == two
+
+
+def test_workers_must_be_a_count(tmp_path, tiny_text):
+    source = tmp_path / "in.txt"
+    source.write_text(tiny_text)
+    with pytest.raises(ConfigError, match="--workers -1 must be a whole number >= 0"):
+        prepare(source, tmp_path / "ds", tokenizer="gpt2", workers=-1)
+    assert not (tmp_path / "ds").exists()
+
+
 def test_rerun_is_idempotent_and_deterministic(tmp_path, tiny_text):
     source = tmp_path / "in.txt"
     source.write_text(tiny_text)

@@ -45,6 +45,8 @@ def add_parser(subparsers) -> None:
     add_option(p, "force", action="store_true", help="replace a different dataset in --out")
     add_option(p, "cache_dir", default=None, metavar="DIR",
                help="corpus cache folder (None: $GPTLAB_CACHE_DIR or ~/.cache/gptlab)")
+    add_option(p, "workers", type=int, default=0,
+               help="processes encoding a gpt2 input of 16 MiB or more (0: one per core)")
     add_option(p, "no_progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
+        workers=args.workers,
     )
     print(json.dumps(meta, indent=2))
     return 0
