@@ -165,3 +165,21 @@ def test_bad_config_json_is_an_error(tmp_path):
         ckpt.read_run_config(tmp_path)
     with pytest.raises(GptlabError, match="does not exist"):
         ckpt.read_run_config(tmp_path / "nope")
+
+
+def test_saved_files_get_the_umask_mode_not_mkstemps_private_one(tmp_path, tiny_text):
+    from gptlab.tokenizers import CharTokenizer
+
+    old = os.umask(0o027)
+    try:
+        torch.manual_seed(0)
+        model = Tiny()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        step_dir = ckpt.save_checkpoint(tmp_path, model, opt, {"step": 1}, keep_last=1)
+        CharTokenizer.from_text(tiny_text).save(tmp_path / "tokenizer.json")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "model.safetensors", tmp_path / "tokenizer.json",
+                 step_dir / ckpt.TRAINER_STATE_FILE):
+        assert path.stat().st_mode & 0o777 == 0o640, path
+    assert step_dir.stat().st_mode & 0o777 == 0o750

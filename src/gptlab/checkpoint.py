@@ -51,6 +51,7 @@ from safetensors.torch import load_model, save_model
 
 from gptlab import __version__
 from gptlab.errors import GptlabError
+from gptlab.files import set_normal_mode
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        set_normal_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -247,6 +249,7 @@ def save_checkpoint(
         if optimizer is not None:
             payload["optimizer"] = optimizer.state_dict()
         atomic_write(tmp / TRAINER_STATE_FILE, lambda p: torch.save(payload, p))
+        set_normal_mode(tmp, directory=True)
         if final.exists():  # re-saving the same step (e.g. interrupted right after a save)
             shutil.rmtree(final)
         os.replace(tmp, final)

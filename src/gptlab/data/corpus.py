@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gptlab.errors import GptlabError
+from gptlab.files import set_normal_mode
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def _copy_verified(corpus: NamedCorpus, src: Path, dest: Path, what: str) -> Non
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        set_normal_mode(tmp)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

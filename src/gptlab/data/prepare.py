@@ -34,6 +34,7 @@ from gptlab import __version__
 from gptlab.data.corpus import resolve_sources
 from gptlab.data.reading import document_texts, scan_sources
 from gptlab.errors import ConfigError, GptlabError
+from gptlab.files import set_normal_mode
 
 logger = logging.getLogger(__name__)
 
@@ -303,19 +304,12 @@ def _existing_dataset(out: Path, opts: PrepareOptions, sha: str, force: bool) ->
     )
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _install(tmp: Path, out: Path) -> None:
     """Move the finished folder `tmp` to `out`, replacing an old dataset or empty folder."""
     # mkdtemp/mkstemp create private (0700/0600) entries; give the dataset normal modes.
-    mask = _umask()
-    os.chmod(tmp, 0o777 & ~mask)
+    set_normal_mode(tmp, directory=True)
     for path in tmp.iterdir():
-        os.chmod(path, 0o666 & ~mask)
+        set_normal_mode(path)
     if not out.exists():
         os.replace(tmp, out)
         return

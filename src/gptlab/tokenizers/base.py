@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from gptlab.errors import GptlabError
+from gptlab.files import set_normal_mode
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class Tokenizer(abc.ABC):
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(body + b"\n")
+            set_normal_mode(tmp)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
