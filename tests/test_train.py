@@ -221,3 +221,11 @@ def test_init_from_fine_tunes_existing_weights(data_dir, tmp_path):
     base_last = json.loads((base / "metrics.jsonl").read_text().splitlines()[-1])
     assert first_eval["step"] == 0
     assert first_eval["val_loss"] == pytest.approx(base_last["val_loss"], abs=0.05)
+
+
+def test_keep_freed_memory_sets_glibc_malloc_on_linux():
+    import sys
+
+    from gptlab.train.runtime import keep_freed_memory
+
+    assert keep_freed_memory() is sys.platform.startswith("linux")

@@ -125,6 +125,7 @@ def _resume_settings(run_dir: Path, overrides: dict[str, Any], args) -> tuple[di
 
 def run(args: argparse.Namespace) -> int:
     from gptlab.train import resolve_config, train
+    from gptlab.train.runtime import keep_freed_memory, resolve_device
 
     if args.list_presets:
         _print_presets()
@@ -139,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         name, model, config = resolve_config(
             args.preset, Path(args.config) if args.config else None, overrides)
         run_dir = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if resolve_device(config.device) == "cpu":
+        keep_freed_memory()  # the CLI owns the process: reuse freed buffers between steps
     result = train(run_dir, model, config, resume=args.resume, progress=not args.no_progress)
     if not result.is_main:
         return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,11 @@ from starlette.applications import Starlette
 from gptlab.errors import GptlabError
 
 logger = logging.getLogger(__name__)
+
+# How often Python hands the GIL between threads (its default is 5 ms). Generation threads
+# hold it between torch calls; a shorter interval lets the event loop answer /health and
+# turn away excess requests (429) promptly while they run.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class GracefulServer(uvicorn.Server):
@@ -91,7 +97,10 @@ def run_server(
     on_ready: Callable[[str], None] | None = None,
     log_level: str = "warning",
 ) -> None:
-    """Serve `app` until SIGTERM / SIGINT; `on_ready(url)` is called once listening."""
+    """Serve `app` until SIGTERM / SIGINT; `on_ready(url)` is called once listening.
+
+    Owns the process: it also sets the interpreter's GIL switch interval."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     sock = bind_socket(host, port)
     server = make_server(app, log_level)
     if on_ready is not None:

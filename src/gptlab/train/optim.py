@@ -58,8 +58,10 @@ def param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
 def configure_optimizer(
     model: torch.nn.Module, config: TrainConfig, device_type: str = "cpu"
 ) -> torch.optim.AdamW:
-    """AdamW over `param_groups(model, config)`; fused kernels on CUDA."""
-    extra = {"fused": True} if device_type == "cuda" else {}
+    """AdamW over `param_groups(model, config)`; the fused kernel on CUDA and CPU (on CPU
+    it cuts the optimizer from ~3 ms to ~1 ms of a 20 ms lecture-small step; see
+    docs/benchmarks.md "Model")."""
+    extra = {"fused": True} if device_type in ("cuda", "cpu") else {}
     return torch.optim.AdamW(
         param_groups(model, config),
         lr=config.learning_rate,
