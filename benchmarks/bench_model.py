@@ -20,6 +20,7 @@ import time
 import torch
 
 from gptlab.model import GPT, ModelConfig
+from gptlab.train.runtime import keep_freed_memory
 
 # name: (batch, block, n_embd, n_head, n_layer)
 SHAPES = {
@@ -92,7 +93,9 @@ def attention_table(shapes: list[str], steps: dict[str, int], peak: float) -> No
     print("| shape (B, T, C, nh, L) | params | attention | tokens/s | MFU | fused/ref |")
     print("|---|---|---|---|---|---|")
     for shape in shapes:
-        fused, ref = Trainee(shape, "fused", {}), Trainee(shape, "reference", {})
+        # AdamW as the trainer runs it on CPU (fused kernel)
+        fused = Trainee(shape, "fused", {"fused": True})
+        ref = Trainee(shape, "reference", {"fused": True})
         run_interleaved([fused, ref], steps[shape])
         ratio = ref.median_step() / fused.median_step()
         for name, trainee in (("fused", fused), ("reference", ref)):
@@ -134,9 +137,13 @@ def main() -> None:
     parser.add_argument("--lecture-steps", type=int, default=3, help="timed steps (lecture)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-optimizer-table", action="store_true")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="leave glibc malloc as it is (gptlab train keeps freed memory)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.malloc_default:
+        keep_freed_memory()  # as `gptlab train` does
     peak = matmul_peak()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"torch.mm 2048² fp32 peak {peak:.0f} GFLOP/s\n")
