@@ -205,3 +205,33 @@ def test_pieces_concatenate_to_the_text_cut_at_the_first_stop(text, stops):
     assert "".join(pieces) == expected == completion.text
     assert all(pieces) and all("\ufffd" not in p for p in pieces)
     assert completion.finish_reason == reason
+
+
+def test_scheduler_runs_jobs_a_step_each_in_one_thread_then_stops_when_idle():
+    from gptlab.serve.app import Scheduler
+
+    log: list[tuple[str, int, int]] = []
+    both_submitted = threading.Event()
+
+    class StubJob:
+        def __init__(self, name: str, n: int) -> None:
+            self.name, self.n = name, n
+
+        def steps(self) -> Iterator[None]:
+            both_submitted.wait(5)
+            for i in range(self.n):
+                log.append((self.name, i, threading.get_ident()))
+                yield
+
+    scheduler = Scheduler(idle_s=0.05)
+    scheduler.submit(StubJob("a", 3))
+    scheduler.submit(StubJob("b", 3))
+    both_submitted.set()
+    deadline = time.monotonic() + 5
+    while (len(log) < 6 or scheduler._thread is not None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    names = [name for name, _, _ in log]
+    assert sorted(names) == ["a"] * 3 + ["b"] * 3
+    assert names.index("b") < len(names) - 1 - names[::-1].index("a")  # b starts before a ends
+    assert len({ident for _, _, ident in log}) == 1 and log[0][2] != threading.get_ident()
+    assert scheduler._thread is None  # idle: the worker thread has exited

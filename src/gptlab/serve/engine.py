@@ -223,17 +223,22 @@ class ModelEngine(Engine):
         idx = torch.tensor([prompt_ids[-self.block_size :]], dtype=torch.long, device=self.device)
         greedy = params.temperature == 0
         stop_tokens = [self.eot_id] if self.eot_id is not None else None
-        # The whole generation runs in one worker thread, so grad mode stays thread-local.
-        with torch.inference_mode():
-            for token in stream(
-                self.model,
-                idx,  # (1, T)
-                params.max_tokens,
-                temperature=1.0 if greedy else params.temperature,
-                top_k=params.top_k,
-                top_p=params.top_p,
-                greedy=greedy,
-                seed=params.seed,
-                stop_tokens=stop_tokens,
-            ):
-                yield int(token)
+        tokens = stream(
+            self.model,
+            idx,  # (1, T)
+            params.max_tokens,
+            temperature=1.0 if greedy else params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            greedy=greedy,
+            seed=params.seed,
+            stop_tokens=stop_tokens,
+        )
+        while True:
+            # Inference mode per step, not around the loop: the server's worker interleaves
+            # many of these generators in one thread, and grad mode is per thread.
+            with torch.inference_mode():
+                token = next(tokens, None)
+            if token is None:
+                return
+            yield int(token)
