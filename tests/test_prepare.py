@@ -315,3 +315,27 @@ def test_nothing_left_when_encoding_crashes(tmp_path, tiny_text, monkeypatch):
 def test_rejects_option_errors_early():
     with pytest.raises(ConfigError):
         prepare("anything", "out", split=0)
+
+
+def test_sigterm_mid_prepare_stops_cleanly_and_leaves_nothing(tmp_path, shakespeare_path,
+                                                              gptlab_cmd, subprocess_env):
+    import signal
+    import subprocess
+    import time
+
+    big = tmp_path / "big.txt"
+    big.write_bytes(shakespeare_path.read_bytes() * 24)  # 27 MB: gpt2 worker processes
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen(
+        [*gptlab_cmd, "prepare", "--tokenizer", "gpt2", "--input", str(big),
+         "--out", str(work / "ds"), "--no-progress"],
+        env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(work.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # wait for the temporary dataset folder: encoding has begun
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    assert list(work.iterdir()) == []

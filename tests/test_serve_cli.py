@@ -77,4 +77,5 @@ def test_options_reach_the_server(tmp_path, capsys, monkeypatch):
         "from-env", 3, 50)
     assert capsys.readouterr().err == (
         "serving char-test on http://127.0.0.1:9001 (API key required); playground: "
-        "http://127.0.0.1:9001/ ; API: http://127.0.0.1:9001/v1 ; Ctrl-C to stop\n")
+        "http://127.0.0.1:9001/ ; API: http://127.0.0.1:9001/v1 ; Ctrl-C to stop\n"
+        "server stopped\n")

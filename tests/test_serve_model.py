@@ -110,7 +110,7 @@ def test_gptlab_serve_answers_then_exits_on_sigterm(tiny_run, gptlab_cmd, subpro
             answer = client.post("/v1/completions",
                                  json={"prompt": "All:", "max_tokens": 6, "seed": 4})
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

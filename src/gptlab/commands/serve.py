@@ -86,5 +86,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"serving {engine.model_id} on {url} ({auth}); playground: {url}/ ; "
               f"API: {url}/v1 ; Ctrl-C to stop", file=sys.stderr, flush=True)
 
-    run_server(app, args.host, args.port, on_ready=ready)
+    try:
+        run_server(app, args.host, args.port, on_ready=ready)
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGTERM / Ctrl-C it stopped on
+        pass
+    print("server stopped", file=sys.stderr)
     return 0

@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections import deque
@@ -166,6 +167,13 @@ def _encoded_blocks(
 _worker_tokenizer = None  # a worker process's GPT2Tokenizer, built on first use
 
 
+def _ignore_interrupts() -> None:
+    # A worker leaves Ctrl-C / SIGTERM to the parent, which stops submitting, cleans up its
+    # temporary folder and shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _gpt2_encode_block(text: str) -> np.ndarray:
     global _worker_tokenizer
     if _worker_tokenizer is None:
@@ -181,7 +189,8 @@ def _encoded_blocks_in_processes(
     """gpt2 blocks encoded by a pool of forked processes, at most 2 blocks per worker in
     flight (memory stays bounded), results in input order."""
     pending: deque[Future] = deque()
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=fork, initializer=_ignore_interrupts) as pool:
         for doc_index, path in enumerate(files):
             if doc_index > 0:
                 pending.append(_done(np.array([eot], dtype=np.int64)))
