@@ -1,9 +1,12 @@
 """Training-step throughput: fused vs reference attention, and AdamW variants.
 
 For each shape, one training step (forward + backward + AdamW step) on random tokens is
-timed for `fused` and `reference` attention in the same run; the table gives the median
-tokens/s, the model FLOP utilisation (MFU: 6·N + 12·L·T·C FLOPs per token over the
-torch.mm peak measured at the start of the run) and the fused/reference ratio. A second
+timed for `fused` and `reference` attention in the same run, both with the fused AdamW
+`gptlab train` uses on CPU, and for the seed's own code as the lecture wrote it (seed
+001's model classes, read from ../shared/seeds at run time, with its default AdamW;
+`--no-seed` leaves it out). The table gives the median tokens/s, the model FLOP
+utilisation (MFU: 6·N + 12·L·T·C FLOPs per token over the torch.mm peak measured at the
+start of the run) and how much faster `fused` is than each other contender. A second
 table splits a step at the small shapes into forward+backward and optimizer time for
 AdamW's three CPU implementations (for-loop default, foreach, fused).
 
@@ -16,8 +19,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from gptlab.model import GPT, ModelConfig
 from gptlab.train.runtime import keep_freed_memory
@@ -29,6 +35,8 @@ SHAPES = {
     "lecture": (64, 256, 384, 6, 6),  # seed 003's large model (10.7M parameters)
 }
 VOCAB = 65
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SEED_001 = REPO_ROOT.parent / "shared" / "seeds" / "001_fe01e3c8b57cd5e0.txt"
 
 
 def matmul_peak(n: int = 2048, reps: int = 5) -> float:
@@ -53,11 +61,32 @@ def make_model(shape: str, attention: str) -> tuple[GPT, int, int]:
     return GPT(cfg), B, T
 
 
+def make_seed_model(shape: str) -> nn.Module:
+    """Seed 001's own model ("Full finished code": Head ... BigramLanguageModel) at `shape`.
+
+    The classes read their sizes from module globals, as in the lecture's script; they are
+    executed from the seed's text into a fresh namespace holding just those globals.
+    """
+    text = SEED_001.read_text(encoding="utf-8")
+    start = text.index('class Head(nn.Module):\n    """ one head of self-attention """')
+    code = text[start : text.index("    def generate(self, idx, max_new_tokens):", start)]
+    B, T, C, nh, L = SHAPES[shape]
+    namespace = {"torch": torch, "nn": nn, "F": F, "device": "cpu", "dropout": 0.0,
+                 "vocab_size": VOCAB, "block_size": T, "n_embd": C, "n_head": nh, "n_layer": L}
+    exec(compile(code, str(SEED_001), "exec"), namespace)  # the benchmark's baseline
+    torch.manual_seed(0)
+    return namespace["BigramLanguageModel"]()
+
+
 class Trainee:
     """A model, its AdamW and a fixed random batch: `step()` times one training step."""
 
     def __init__(self, shape: str, attention: str, optimizer_kwargs: dict) -> None:
-        self.model, B, T = make_model(shape, attention)
+        if attention == "seed":
+            self.model = make_seed_model(shape)
+            B, T = SHAPES[shape][:2]
+        else:
+            self.model, B, T = make_model(shape, attention)
         self.tokens = B * T
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, **optimizer_kwargs)
         gen = torch.Generator().manual_seed(0)
@@ -89,22 +118,30 @@ def run_interleaved(trainees: list[Trainee], steps: int) -> None:
             trainee.step()
 
 
-def attention_table(shapes: list[str], steps: dict[str, int], peak: float) -> None:
-    print("| shape (B, T, C, nh, L) | params | attention | tokens/s | MFU | fused/ref |")
+def attention_table(
+    shapes: list[str], steps: dict[str, int], peak: float, seed: bool
+) -> None:
+    print("| shape (B, T, C, nh, L) | params | model | tokens/s | MFU | fused is faster by |")
     print("|---|---|---|---|---|---|")
     for shape in shapes:
-        # AdamW as the trainer runs it on CPU (fused kernel)
-        fused = Trainee(shape, "fused", {"fused": True})
-        ref = Trainee(shape, "reference", {"fused": True})
-        run_interleaved([fused, ref], steps[shape])
-        ratio = ref.median_step() / fused.median_step()
-        for name, trainee in (("fused", fused), ("reference", ref)):
+        # AdamW as the trainer runs it on CPU (fused kernel); the seed's as it wrote it
+        contenders = {
+            "fused": Trainee(shape, "fused", {"fused": True}),
+            "reference": Trainee(shape, "reference", {"fused": True}),
+        }
+        if seed:
+            contenders["seed 001 code, its AdamW"] = Trainee(shape, "seed", {})
+        run_interleaved(list(contenders.values()), steps[shape])
+        fused = contenders["fused"]
+        flops_per_token = fused.model.flops_per_token(SHAPES[shape][1])
+        for name, trainee in contenders.items():
             rate = trainee.tokens / trainee.median_step()
-            T = SHAPES[shape][1]
-            mfu = trainee.model.flops_per_token(T) * rate / (peak * 1e9)
+            mfu = flops_per_token * rate / (peak * 1e9)
+            params = sum(p.numel() for p in trainee.model.parameters())
+            ratio = trainee.median_step() / fused.median_step()
             print(
-                f"| {shape} {SHAPES[shape]} | {trainee.model.num_parameters():,} | {name} | "
-                f"{rate:,.0f} | {mfu:.0%} | {f'{ratio:.2f}x' if name == 'fused' else ''} |",
+                f"| {shape} {SHAPES[shape]} | {params:,} | {name} | {rate:,.0f} | {mfu:.0%} "
+                f"| {'' if trainee is fused else f'{ratio:.2f}x'} |",
                 flush=True,
             )
 
@@ -137,6 +174,8 @@ def main() -> None:
     parser.add_argument("--lecture-steps", type=int, default=3, help="timed steps (lecture)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-optimizer-table", action="store_true")
+    parser.add_argument("--no-seed", action="store_true",
+                        help="leave out the seed's own model (read from ../shared/seeds)")
     parser.add_argument("--malloc-default", action="store_true",
                         help="leave glibc malloc as it is (gptlab train keeps freed memory)")
     args = parser.parse_args()
@@ -148,7 +187,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"torch.mm 2048² fp32 peak {peak:.0f} GFLOP/s\n")
     steps = {"small": args.steps, "mid": args.steps, "lecture": args.lecture_steps}
-    attention_table(args.shapes, steps, peak)
+    seed = not args.no_seed and SEED_001.is_file()
+    if not args.no_seed and not seed:
+        print(f"(seed model left out: {SEED_001} not found)\n")
+    attention_table(args.shapes, steps, peak, seed)
     if not args.no_optimizer_table:
         optimizer_table("small", args.steps * 3)
 
