@@ -59,7 +59,7 @@ def row(what: str, base: str, base_t: tuple, ours: str, ours_t: tuple, mb: float
     cells = [what]
     for name, (wall, cpu) in ((base, base_t), (ours, ours_t)):
         cells += [name, f"{wall:.3f} s", f"{mb / wall:.1f}", f"{cpu / wall:.2f}"]
-    cells.append(f"{base_t[0] / ours_t[0]:.1f}x")
+    cells.append(f"{base_t[0] / ours_t[0]:.2f}x")
     return "| " + " | ".join(cells) + " |"
 
 
