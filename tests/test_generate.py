@@ -243,6 +243,16 @@ def test_generation_keeps_training_mode_and_ignores_dropout():
     assert torch.is_grad_enabled()
 
 
+def test_generation_leaves_an_eval_model_alone(monkeypatch):
+    model = tiny_model(dropout=0.5).train()
+    trained = generate(model, [1, 2], 10, seed=3)
+    model.eval()
+    calls = []
+    monkeypatch.setattr(model, "train", lambda mode=True: calls.append(mode))
+    assert torch.equal(generate(model, [1, 2], 10, seed=3), trained)
+    assert calls == [] and not model.training
+
+
 def test_zero_new_tokens_returns_the_prompt():
     assert generate(tiny_model(), [[4, 5]], 0).tolist() == [[4, 5]]
 
