@@ -192,8 +192,10 @@ def test_stacked_eval_equals_batch_by_batch():
 
     one_by_one = estimate_loss(model, make, 10, splits=("val",), tokens_per_forward=1)
     stacked = estimate_loss(model, make, 10, splits=("val",), tokens_per_forward=3 * 8 * 4)
+    default = estimate_loss(model, make, 10, splits=("val",))  # all 10 batches in one call
     batches = make("val")
     expected = sum(model(*batches.get_batch())[1].item() for _ in range(10)) / 10
     assert one_by_one["val"] == pytest.approx(expected, rel=1e-6)
     assert stacked["val"] == pytest.approx(expected, rel=1e-5)
+    assert default["val"] == pytest.approx(expected, rel=1e-5)
     assert model.training
