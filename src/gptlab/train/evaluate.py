@@ -58,7 +58,7 @@ def text_per_token(
 
 
 # Eval batches are stacked up to this many tokens per forward call. On CPU, calls of a few
-# thousand tokens keep the activations in cache (4,096: 5-15% faster than 16,384 for the
+# thousand tokens keep the activations in cache (4,096: 5-6% faster than 16,384 for the
 # lecture-small and cpu-quick models, docs/benchmarks.md); accelerators want big calls.
 EVAL_TOKENS_PER_FORWARD = 16_384
 EVAL_TOKENS_PER_FORWARD_CPU = 4_096
