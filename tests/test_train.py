@@ -73,6 +73,25 @@ def test_resume_is_exact(data_dir, tmp_path):
     assert saved["max_iters"] == 8
 
 
+def test_resume_of_a_finished_run_says_so(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(data_dir, run, "--max-iters", "4", "--batch-size", "2") == 0
+    before = weights(run / "model.safetensors")
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--no-progress",
+                 "--sample-tokens", "20"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""  # no sample: nothing was trained
+    assert f"{run} is already at step 4 (max_iters 4): nothing to train" in err
+    assert "--max-iters N, N > 4" in err
+    assert same_tensors(before, weights(run / "model.safetensors"))
+    assert main(["train", "--out", str(run), "--resume", "--max-iters", "6",
+                 "--no-progress", "--sample-tokens", "0"]) == 0
+    block_size = json.loads((run / "config.json").read_text())["model"]["block_size"]
+    # only this call's two steps are counted, not the run's six
+    assert f"{2 * 2 * block_size:,} tokens in" in capsys.readouterr().err
+
+
 def test_resume_drops_metrics_past_the_checkpoint(data_dir, tmp_path):
     run = tmp_path / "run"
     assert _train(data_dir, run, "--max-iters", "4", "--eval-interval", "2") == 0

@@ -151,6 +151,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(result) -> None:
     err = sys.stderr
+    if result.step == result.start_step and result.start_step >= result.max_iters:
+        print(f"{result.run_dir} is already at step {result.step} (max_iters "
+              f"{result.max_iters}): nothing to train. Continue it with --resume "
+              f"--max-iters N, N > {result.step}", file=err)
+        return
     ev = result.last_eval
     if ev:
         extra = f", bits/byte {ev['val_bpb']:.4f}" if "val_bpb" in ev else ""

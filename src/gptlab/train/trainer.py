@@ -54,13 +54,14 @@ class TrainResult:
     run_dir: Path
     step: int
     max_iters: int
-    tokens: int
+    tokens: int  # trained by this call (a resumed run counts from where it resumed)
     elapsed: float
     interrupted: bool
     best_val_loss: float | None
     last_eval: dict[str, float] = field(default_factory=dict)
     sample: str | None = None
     is_main: bool = True
+    start_step: int = 0  # the step this call started from (> 0 when resumed)
 
 
 class Trainer:
@@ -352,9 +353,9 @@ class Trainer:
             log.info("rank %d weights %s", self.dist.rank,
                      dist_util.weights_digest(self.raw_model))
         return TrainResult(self.run_dir, self.step, self.config.max_iters,
-                           self.step * self.tokens_per_step,
+                           (self.step - start_step) * self.tokens_per_step,
                            time.time() - t0, interrupted, self.best_val_loss, self.last_eval,
-                           is_main=self.dist.is_main)
+                           is_main=self.dist.is_main, start_step=start_step)
 
     def _should_stop(self) -> bool:
         return dist_util.all_ranks_any(self.stop_requested, self.dist, self.device) \
@@ -441,7 +442,8 @@ def train(
     try:
         trainer = Trainer(run_dir, model_settings, config, resume=resume, progress=progress)
         result = trainer.run()
-        if config.sample_tokens and trainer.dist.is_main and not result.interrupted:
+        trained = result.step > result.start_step
+        if config.sample_tokens and trainer.dist.is_main and trained and not result.interrupted:
             result.sample = sample_text(trainer.raw_model, trainer.tokenizer,
                                         config.sample_tokens, config.seed)
         return result
