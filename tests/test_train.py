@@ -57,10 +57,12 @@ def test_run_folder_holds_everything(data_dir, tmp_path):
                         weights(run / "state" / "step-00000006" / "model.safetensors"))
 
 
-def test_resume_is_exact(data_dir, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_exact(data_dir, tmp_path, optimizer):
     """N steps in one go == N/2 steps, then --resume to N: same weights, same loss log."""
     common = ["--lr-decay-iters", "8", "--warmup-iters", "2", "--eval-interval", "2",
-              "--dropout", "0.1", "--gradient-accumulation-steps", "2"]
+              "--dropout", "0.1", "--gradient-accumulation-steps", "2",
+              "--optimizer", optimizer]
     full, split = tmp_path / "full", tmp_path / "split"
     assert _train(data_dir, full, "--max-iters", "8", *common) == 0
     assert _train(data_dir, split, "--max-iters", "4", *common) == 0
@@ -70,7 +72,7 @@ def test_resume_is_exact(data_dir, tmp_path):
     assert same_tensors(weights(full / "best.safetensors"), weights(split / "best.safetensors"))
     assert losses(full) == losses(split)
     saved = json.loads((split / "config.json").read_text())["train"]
-    assert saved["max_iters"] == 8
+    assert saved["max_iters"] == 8 and saved["optimizer"] == optimizer
 
 
 def test_resume_of_a_finished_run_says_so(data_dir, tmp_path, capsys):
@@ -181,6 +183,8 @@ def test_resume_errors(data_dir, tmp_path, capsys):
     assert "error: --n-layer cannot change when resuming" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(run), "--preset", "lecture"]) == 1
     assert "drop --preset and --config" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(run), "--optimizer", "muon"]) == 1
+    assert "error: --optimizer cannot change when resuming" in capsys.readouterr().err
 
 
 def test_resume_with_another_tokenizer_is_refused(data_dir, tmp_path, capsys):

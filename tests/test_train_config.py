@@ -16,7 +16,13 @@ from gptlab.train.config import (
     parse_text,
     resolve_config,
 )
-from gptlab.train.optim import configure_optimizer, get_lr, param_groups
+from gptlab.train.optim import (
+    MuonAdamW,
+    configure_optimizer,
+    get_lr,
+    muon_matrices,
+    param_groups,
+)
 
 
 def test_nanogpt_field_names_exist():
@@ -123,7 +129,8 @@ def test_parse_text_errors():
     [("batch_size", 0, "batch_size=0 must be at least 1"),
      ("beta2", 1.0, r"beta2=1.0 must be in \[0, 1\)"),
      ("min_lr", 1.0, "min_lr=1.0 is above learning_rate"),
-     ("dtype", "int8", "dtype='int8' is not one of")],
+     ("dtype", "int8", "dtype='int8' is not one of"),
+     ("optimizer", "sgd", "optimizer='sgd' is not one of: adamw, muon")],
 )
 def test_train_config_validation(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -199,3 +206,79 @@ def test_stacked_eval_equals_batch_by_batch():
     assert stacked["val"] == pytest.approx(expected, rel=1e-5)
     assert default["val"] == pytest.approx(expected, rel=1e-5)
     assert model.training
+
+
+@pytest.mark.parametrize("attention", ["fused", "reference"])
+def test_muon_takes_the_block_matrices_and_adamw_the_rest(attention):
+    model = _tiny_gpt(tie_weights=False, bias=True, attention=attention)
+    opt = configure_optimizer(model, TrainConfig(optimizer="muon", weight_decay=0.05))
+    assert isinstance(opt, MuonAdamW)
+    muon = {id(p) for g in opt.muon.param_groups for p in g["params"]}
+    adamw = {id(p) for g in opt.adamw.param_groups for p in g["params"]}
+    blocks = {id(m.weight) for m in model.transformer.h.modules()
+              if isinstance(m, torch.nn.Linear)}
+    assert muon == blocks == {id(p) for p in muon_matrices(model)}
+    assert not muon & adamw and len(muon | adamw) == len(list(model.parameters()))
+    assert id(model.lm_head.weight) in adamw and id(model.transformer.wte.weight) in adamw
+    assert opt.param_groups == opt.adamw.param_groups + opt.muon.param_groups
+    assert opt.muon.param_groups[0]["weight_decay"] == 0.05
+    assert opt.muon.param_groups[0]["adjust_lr_fn"] == "match_rms_adamw"
+
+
+def test_muon_adamw_steps_as_its_two_halves():
+    """Same updates as torch's Muon and AdamW run side by side; lr set on param_groups."""
+    config = TrainConfig(optimizer="muon", learning_rate=0.01)
+    model = _tiny_gpt()
+    twin = _tiny_gpt()
+    twin.load_state_dict(model.state_dict())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = configure_optimizer(model, config, "cpu")
+    twin_blocks = {id(p) for p in muon_matrices(twin)}
+    twin_muon = torch.optim.Muon(muon_matrices(twin), lr=0.004, weight_decay=0.1,
+                                 adjust_lr_fn="match_rms_adamw")
+    twin_adamw = torch.optim.AdamW(
+        [{**g, "params": [p for p in g["params"] if id(p) not in twin_blocks]}
+         for g in param_groups(twin, config)], lr=0.004, betas=(0.9, 0.99), fused=True)
+    for group in opt.param_groups:
+        group["lr"] = 0.004
+    idx = torch.randint(0, 17, (3, 8), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        for m, optimizers in ((model, [opt]), (twin, [twin_adamw, twin_muon])):
+            m(idx, idx)[1].backward()
+            for o in optimizers:
+                o.step()
+                o.zero_grad(set_to_none=True)
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    after = model.state_dict()
+    for name in ("transformer.h.0.mlp.c_fc.weight", "transformer.wte.weight"):  # Muon, AdamW
+        assert not torch.equal(after[name], before[name]), name
+
+
+def test_muon_adamw_state_dict_round_trip():
+    model = _tiny_gpt()
+    opt = configure_optimizer(model, TrainConfig(optimizer="muon"))
+    idx = torch.randint(0, 17, (2, 8))
+    model(idx, idx)[1].backward()
+    opt.step()
+    state = opt.state_dict()
+    again = configure_optimizer(model, TrainConfig(optimizer="muon"))
+    again.load_state_dict(state)
+    for p in muon_matrices(model):
+        assert torch.equal(again.state[p]["momentum_buffer"], opt.state[p]["momentum_buffer"])
+    for group in again.param_groups:  # the schedule still reaches both halves after loading
+        group["lr"] = 0.123
+    assert {g["lr"] for o in (again.adamw, again.muon) for g in o.param_groups} == {0.123}
+    with pytest.raises(ValueError, match="not a Muon"):
+        again.load_state_dict(configure_optimizer(model, TrainConfig()).state_dict())
+
+
+def test_muon_needs_a_recent_torch_and_a_gpt(monkeypatch):
+    from gptlab.model import BigramLanguageModel
+
+    with pytest.raises(ConfigError, match="needs a GPT model"):
+        configure_optimizer(BigramLanguageModel(5), TrainConfig(optimizer="muon"))
+    monkeypatch.delattr(torch.optim, "Muon")
+    with pytest.raises(ConfigError, match="needs PyTorch 2.9 or later"):
+        configure_optimizer(_tiny_gpt(), TrainConfig(optimizer="muon"))

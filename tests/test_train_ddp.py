@@ -24,14 +24,16 @@ def test_accumulation_splits_across_ranks():
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_text, subprocess_env):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_text, subprocess_env,
+                                                      optimizer):
     data = make_dataset(tiny_text, tmp_path)
     run = tmp_path / "run"
     env = {**subprocess_env, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "gptlab", "train", "--data", str(data), "--out", str(run), *TINY_FLAGS,
            "--max-iters", "6", "--eval-interval", "3", "--gradient-accumulation-steps", "2",
-           "--dropout", "0.1"]
+           "--dropout", "0.1", "--optimizer", optimizer]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     digests = dict(re.findall(r"rank (\d) weights ([0-9a-f]{16})", proc.stderr))

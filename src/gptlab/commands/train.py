@@ -119,6 +119,11 @@ def _resume_settings(run_dir: Path, overrides: dict[str, Any], args) -> tuple[di
     if changed:
         raise ConfigError(f"--{changed[0].replace('_', '-')} cannot change when resuming "
                           "(the weights have that shape): start a new run instead")
+    saved_optimizer = saved.get("train", {}).get("optimizer", "adamw")
+    if over_train.get("optimizer", saved_optimizer) != saved_optimizer:
+        raise ConfigError(f"--optimizer cannot change when resuming (the run's optimizer "
+                          f"state is {saved_optimizer}'s): start a new run, or --init-from "
+                          "this run's weights")
     model = {**saved["model"], **over_model}
     return model, TrainConfig.from_dict({**saved.get("train", {}), **over_train})
 

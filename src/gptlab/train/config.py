@@ -62,6 +62,9 @@ class TrainConfig:
     decay_embeddings: bool = _f(True, "apply weight decay to the embedding tables too")
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.99, "AdamW beta2")
+    optimizer: Literal["adamw", "muon"] = _f(
+        "adamw", "adamw, or muon: Muon (torch.optim.Muon) for the transformer blocks' weight "
+        "matrices with AdamW for the rest, both at learning_rate")
     grad_clip: float = _f(1.0, "clip the gradient norm to this (0: no clipping)")
     seed: int = _f(1337, "seed for weights, batches and dropout")
     init_from: str = _f("scratch", "'scratch' or a run folder whose weights to start from "
@@ -99,6 +102,8 @@ class TrainConfig:
                 f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "
                 "lower --min-lr"
             )
+        if self.optimizer not in ("adamw", "muon"):
+            raise ConfigError(f"optimizer={self.optimizer!r} is not one of: adamw, muon")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(
                 f"dtype={self.dtype!r} is not one of: auto, float32, bfloat16, float16"
@@ -182,15 +187,15 @@ _preset(
 )
 _preset(
     "speedrun",
-    "gptlab's own search on this 2-core CPU (docs/benchmarks.md, Training)",
-    "the quickest recipe found to val loss ~1.88 on char Shakespeare: nanoGPT's model cut to "
-    "3 layers, batch 16 x block 64, lr 4e-3 warmup 30 cosine to 4e-4 over 1000 steps, "
-    "evaluation only at the start and end",
+    "gptlab's own search on 2-core CPUs (docs/benchmarks.md, Training)",
+    "the quickest recipe found to val loss < 1.88 on char Shakespeare, with margin: "
+    "nanoGPT's model cut to 3 layers, batch 16 x block 64, Muon + AdamW at lr 1.2e-2 "
+    "(warmup 30, cosine to 1.2e-3) for 500 steps, evaluation only at the start and end",
     dict(block_size=64, n_layer=3, n_head=4, n_embd=128, dropout=0.0, activation="gelu_exact",
          bias=False, qkv_bias=False, tie_weights=True, pos_encoding="learned"),
-    dict(batch_size=16, max_iters=1000, learning_rate=4e-3, decay_lr=True, warmup_iters=30,
-         lr_decay_iters=1000, min_lr=4e-4, weight_decay=0.1, beta1=0.9, beta2=0.99,
-         grad_clip=1.0, eval_interval=1000, eval_iters=50),
+    dict(batch_size=16, max_iters=500, optimizer="muon", learning_rate=1.2e-2, decay_lr=True,
+         warmup_iters=30, lr_decay_iters=500, min_lr=1.2e-3, weight_decay=0.1, beta1=0.9,
+         beta2=0.99, grad_clip=1.0, eval_interval=500, eval_iters=50),
 )
 _preset(
     "finetune",

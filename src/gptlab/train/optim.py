@@ -1,11 +1,14 @@
-"""The learning-rate schedule and AdamW with weight decay on weight matrices only."""
+"""The learning-rate schedule, and the optimizers: AdamW with weight decay on weight matrices
+only, or Muon for the transformer blocks' matrices with AdamW for the rest."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
+from gptlab.errors import ConfigError
 from gptlab.train.config import TrainConfig
 
 
@@ -57,14 +60,94 @@ def param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
 
 def configure_optimizer(
     model: torch.nn.Module, config: TrainConfig, device_type: str = "cpu"
-) -> torch.optim.AdamW:
-    """AdamW over `param_groups(model, config)`; the fused kernel on CUDA and CPU (on CPU
-    it cuts the optimizer from ~3 ms to ~1 ms of a 20 ms lecture-small step; see
-    docs/benchmarks.md "Model")."""
+) -> torch.optim.Optimizer | MuonAdamW:
+    """The optimizer `config.optimizer` names, over `param_groups(model, config)`.
+
+    "adamw": AdamW; the fused kernel on CUDA and CPU (on CPU it cuts the optimizer from
+    ~3 ms to ~1 ms of a 20 ms lecture-small step; see docs/benchmarks.md "Model").
+    "muon": `MuonAdamW` (see there).
+    """
+    groups = param_groups(model, config)
+    if config.optimizer == "muon":
+        return MuonAdamW(model, groups, config, device_type)
+    return _adamw(groups, config, device_type)
+
+
+def _adamw(groups: list[dict], config: TrainConfig, device_type: str) -> torch.optim.AdamW:
     extra = {"fused": True} if device_type in ("cuda", "cpu") else {}
     return torch.optim.AdamW(
-        param_groups(model, config),
-        lr=config.learning_rate,
-        betas=(config.beta1, config.beta2),
-        **extra,
+        groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), **extra
     )
+
+
+def muon_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters Muon trains: the weight matrices of the linear layers inside the
+    transformer blocks. Embeddings, the output head (tied or not), biases and norm gains
+    stay with AdamW, as Muon's authors advise."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    blocks = getattr(getattr(model, "transformer", None), "h", None)
+    if blocks is None:
+        return []
+    return [m.weight for m in blocks.modules()
+            if isinstance(m, torch.nn.Linear) and m.weight.requires_grad]
+
+
+class MuonAdamW:
+    """Muon (`torch.optim.Muon`) on the blocks' weight matrices, AdamW on everything else.
+
+    Muon (Jordan et al. 2024) replaces each matrix's momentum update by its nearest
+    semi-orthogonal matrix (a few Newton-Schulz iterations), which trains small GPTs in
+    markedly fewer steps than AdamW (docs/benchmarks.md, Speedrun). Its step sizes are
+    scaled per matrix to match AdamW's update size (`adjust_lr_fn="match_rms_adamw"`, Liu et
+    al. 2025, "Muon is scalable for LLM training"), so one `learning_rate` schedule and one
+    `weight_decay` serve both halves. Muon keeps its default momentum (0.95, Nesterov).
+
+    It behaves as one optimizer for the trainer: `param_groups` lists AdamW's groups then
+    Muon's (the schedule sets every group's "lr"), and the state dict holds both.
+    """
+
+    def __init__(self, model: torch.nn.Module, groups: list[dict], config: TrainConfig,
+                 device_type: str = "cpu") -> None:
+        if not hasattr(torch.optim, "Muon"):
+            raise ConfigError(f"optimizer=muon needs PyTorch 2.9 or later (this is "
+                              f"{torch.__version__}): upgrade torch or use --optimizer adamw")
+        matrices = muon_matrices(model)
+        if not matrices:
+            raise ConfigError("optimizer=muon needs a GPT model (weight matrices in "
+                              "transformer blocks): use --optimizer adamw")
+        chosen = {id(p) for p in matrices}
+        rest = [{**g, "params": [p for p in g["params"] if id(p) not in chosen]}
+                for g in groups]
+        self.adamw = _adamw([g for g in rest if g["params"]], config, device_type)
+        self.muon = torch.optim.Muon(matrices, lr=config.learning_rate,
+                                     weight_decay=config.weight_decay,
+                                     adjust_lr_fn="match_rms_adamw")
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # read afresh: load_state_dict gives each half new group dicts
+        return self.adamw.param_groups + self.muon.param_groups
+
+    @property
+    def state(self) -> dict:
+        return {**self.adamw.state, **self.muon.state}
+
+    def step(self, closure: Any = None) -> None:
+        if closure is not None:
+            raise ValueError("MuonAdamW.step takes no closure")
+        self.adamw.step()
+        self.muon.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.adamw.zero_grad(set_to_none=set_to_none)
+        self.muon.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adamw": self.adamw.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state) != {"adamw", "muon"}:
+            raise ValueError("not a Muon + AdamW optimizer state (was the run trained with "
+                             "--optimizer adamw?)")
+        self.adamw.load_state_dict(state["adamw"])
+        self.muon.load_state_dict(state["muon"])
