@@ -17,10 +17,12 @@ from gptlab.train.config import (
     resolve_config,
 )
 from gptlab.train.optim import (
+    Float32Muon,
     MuonAdamW,
     configure_optimizer,
     get_lr,
     muon_matrices,
+    newton_schulz,
     param_groups,
 )
 
@@ -234,8 +236,8 @@ def test_muon_adamw_steps_as_its_two_halves():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = configure_optimizer(model, config, "cpu")
     twin_blocks = {id(p) for p in muon_matrices(twin)}
-    twin_muon = torch.optim.Muon(muon_matrices(twin), lr=0.004, weight_decay=0.1,
-                                 adjust_lr_fn="match_rms_adamw")
+    twin_muon = Float32Muon(muon_matrices(twin), lr=0.004, weight_decay=0.1,
+                            adjust_lr_fn="match_rms_adamw")
     twin_adamw = torch.optim.AdamW(
         [{**g, "params": [p for p in g["params"] if id(p) not in twin_blocks]}
          for g in param_groups(twin, config)], lr=0.004, betas=(0.9, 0.99), fused=True)
@@ -282,3 +284,42 @@ def test_muon_needs_a_recent_torch_and_a_gpt(monkeypatch):
     monkeypatch.delattr(torch.optim, "Muon")
     with pytest.raises(ConfigError, match="needs PyTorch 2.9 or later"):
         configure_optimizer(_tiny_gpt(), TrainConfig(optimizer="muon"))
+
+
+@pytest.mark.parametrize("shape", [(48, 16), (16, 64), (32, 32)])
+def test_newton_schulz_keeps_singular_vectors_and_caps_singular_values(shape):
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    out = newton_schulz(g, (3.4445, -4.775, 2.0315), 5, 1e-7)
+    assert out.shape == g.shape and out.dtype == torch.float32
+    # g = U S V^T and out = U f(S) V^T  <=>  g^T out = V S f(S) V^T is symmetric, PSD
+    sym = g.mT @ out
+    assert torch.allclose(sym, sym.mT, atol=1e-4)
+    assert torch.linalg.eigvalsh(sym).min() > -1e-4
+    singular = torch.linalg.svdvals(out)
+    assert singular.max() < 1.21
+    if shape[0] != shape[1]:  # a rectangular Gaussian is well conditioned
+        assert singular.min() > 0.5
+
+
+def test_float32_muon_is_torch_muon_in_float32():
+    """Same momentum, and updates equal to torch's bf16 Muon within bf16 precision."""
+    gen = torch.Generator().manual_seed(0)
+    weights = [torch.randn(24, 8, generator=gen), torch.randn(8, 40, generator=gen)]
+    grads = [[torch.randn(w.shape, generator=gen) for w in weights] for _ in range(3)]
+    ours = [torch.nn.Parameter(w.clone()) for w in weights]
+    theirs = [torch.nn.Parameter(w.clone()) for w in weights]
+    kw = dict(lr=0.1, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    opts = Float32Muon(ours, **kw), torch.optim.Muon(theirs, **kw)
+    for step_grads in grads:
+        for params, opt in zip((ours, theirs), opts, strict=True):
+            for p, g in zip(params, step_grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for a, b, w in zip(ours, theirs, weights, strict=True):
+        assert torch.equal(opts[0].state[a]["momentum_buffer"],
+                           opts[1].state[b]["momentum_buffer"])
+        moved_a, moved_b = a.detach() - w, b.detach() - w
+        assert moved_a.abs().max() > 0.05  # the steps are far larger than the tolerance
+        torch.testing.assert_close(moved_a, moved_b, atol=0.02 * moved_b.abs().max().item(),
+                                   rtol=0)
+    assert opts[0].state_dict()["param_groups"] == opts[1].state_dict()["param_groups"]
