@@ -76,8 +76,12 @@ def setup(device: str) -> tuple[DistInfo, str]:
     return info, device
 
 
-def teardown() -> None:
+def teardown(barrier: bool = False) -> None:
+    """Leave the process group; with `barrier`, once every rank has got here (only after a
+    run that finished everywhere: a failed rank would leave the others waiting)."""
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -7,6 +7,7 @@ measured after 2000 updates, as the seed prints it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import signal
@@ -439,6 +440,7 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train (or resume) a run; see `Trainer`. Leaves the process group when distributed."""
+    trainer, finished = None, False
     try:
         trainer = Trainer(run_dir, model_settings, config, resume=resume, progress=progress)
         result = trainer.run()
@@ -446,9 +448,15 @@ def train(
         if config.sample_tokens and trainer.dist.is_main and trained and not result.interrupted:
             result.sample = sample_text(trainer.raw_model, trainer.tokenizer,
                                         config.sample_tokens, config.seed)
+        finished = True
         return result
     finally:
-        dist_util.teardown()
+        # Drop the DDP wrapper (it holds the process group) while the interpreter is whole,
+        # then leave the group together: a rank that tore gloo down alone, at exit, once
+        # aborted with "terminate called without an active exception".
+        trainer = None
+        gc.collect()
+        dist_util.teardown(barrier=finished)
 
 
 def sample_text(model: torch.nn.Module, tokenizer: Any, max_new_tokens: int, seed: int) -> str:
