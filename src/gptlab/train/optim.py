@@ -84,7 +84,6 @@ def muon_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters Muon trains: the weight matrices of the linear layers inside the
     transformer blocks. Embeddings, the output head (tied or not), biases and norm gains
     stay with AdamW, as Muon's authors advise."""
-    model = getattr(model, "module", model)  # DistributedDataParallel
     blocks = getattr(getattr(model, "transformer", None), "h", None)
     if blocks is None:
         return []
@@ -111,10 +110,10 @@ class Float32Muon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.op
     """`torch.optim.Muon` with its Newton-Schulz iterations in float32, for CPUs.
 
     torch runs them in bfloat16, which CPUs without bf16 instructions emulate: with a CPU
-    restricted to AVX2 the speedrun's 12 matrices took 390 ms a step that way against 14 ms
-    in float32 (docs/benchmarks.md, Speedrun); with native bf16 the two cost the same. Same update
-    rule, hyperparameters and state ("momentum_buffer") as torch's, so checkpoints move
-    between the two.
+    restricted to AVX2 the speedrun's 12 matrices took 366 ms a step that way against 22 ms
+    in float32 (benchmarks/bench_optim.py); with native bf16, float32 costs ~1.4x, a few ms a
+    step, and gives the same result on every CPU. Same update rule, hyperparameters and
+    state ("momentum_buffer") as torch's, so checkpoints move between the two.
     """
 
     @torch.no_grad()
