@@ -339,3 +339,53 @@ def test_sigterm_mid_prepare_stops_cleanly_and_leaves_nothing(tmp_path, shakespe
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     assert list(work.iterdir()) == []
+
+
+def test_tokenizer_file_reuses_a_saved_tokenizer(tmp_path):
+    """--tokenizer-file encodes new text with an existing tokenizer, byte for byte."""
+    (tmp_path / "a.txt").write_text("the cat sat on the mat\n" * 30, encoding="utf-8")
+    (tmp_path / "b.txt").write_text("a cat the hat\n" * 40, encoding="utf-8")
+    first = prepare(tmp_path / "a.txt", tmp_path / "d1", tokenizer="char")
+    tok_file = tmp_path / "d1" / "tokenizer.json"
+    meta = prepare(tmp_path / "b.txt", tmp_path / "d2", tokenizer_file=tok_file)
+    assert (tmp_path / "d2" / "tokenizer.json").read_bytes() == tok_file.read_bytes()
+    assert meta["vocab_size"] == first["vocab_size"] and meta["tokenizer"] == "char"
+    tok = load_tokenizer(tok_file)
+    assert all_ids(tmp_path / "d2").tolist() == tok.encode("a cat the hat\n" * 40)
+    assert "tokenizer_sha256" in meta["options"]
+    # the same command again finds the dataset in place; a built tokenizer is another dataset
+    assert prepare(tmp_path / "b.txt", tmp_path / "d2", tokenizer_file=tok_file) == meta
+    with pytest.raises(GptlabError, match="different dataset"):
+        prepare(tmp_path / "b.txt", tmp_path / "d2", tokenizer="char")
+
+
+def test_tokenizer_file_char_without_a_character_fails_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("abc abc\n" * 30, encoding="utf-8")
+    (tmp_path / "b.txt").write_text("abc xyz\n" * 30, encoding="utf-8")
+    prepare(tmp_path / "a.txt", tmp_path / "d1", tokenizer="char")
+    code = main(["prepare", "--tokenizer-file", str(tmp_path / "d1" / "tokenizer.json"),
+                 "--input", str(tmp_path / "b.txt"), "--out", str(tmp_path / "d2")])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "3 character(s)" in err and "'x', 'y', 'z'" in err and "Traceback" not in err
+    assert not (tmp_path / "d2").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "d1"]
+
+
+def test_tokenizer_file_with_unk_maps_unknown_characters(tmp_path):
+    from gptlab.tokenizers import CharTokenizer
+
+    tok = CharTokenizer(list("ab \n"), unk=True)
+    tok.save(tmp_path / "tok.json")
+    (tmp_path / "b.txt").write_text("ab xb\n" * 40, encoding="utf-8")
+    prepare(tmp_path / "b.txt", tmp_path / "d", tokenizer_file=tmp_path / "tok.json")
+    ids = all_ids(tmp_path / "d").tolist()
+    assert ids == tok.encode("ab xb\n" * 40) and ids[3] == tok.vocab_size - 1
+
+
+def test_tokenizer_file_refuses_vocab_size(tmp_path):
+    (tmp_path / "a.txt").write_text("abc\n" * 50, encoding="utf-8")
+    prepare(tmp_path / "a.txt", tmp_path / "d1", tokenizer="char")
+    with pytest.raises(ConfigError, match="--vocab-size does not apply"):
+        prepare(tmp_path / "a.txt", tmp_path / "d2", vocab_size=300,
+                tokenizer_file=tmp_path / "d1" / "tokenizer.json")

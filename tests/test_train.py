@@ -252,3 +252,29 @@ def test_keep_freed_memory_sets_glibc_malloc_on_linux():
     from gptlab.train.runtime import keep_freed_memory
 
     assert keep_freed_memory() is sys.platform.startswith("linux")
+
+
+def test_init_from_with_input_encodes_new_text_with_the_runs_tokenizer(tiny_text, tmp_path):
+    """The README's fine-tune command: a char run, new text with fewer distinct characters."""
+    base_data = make_dataset(tiny_text, tmp_path / "base-src")
+    base = tmp_path / "base"
+    assert _train(base_data, base, "--max-iters", "2") == 0
+    new_text = tmp_path / "new.txt"
+    new_text.write_text("speak, speak.\n" * 40, encoding="utf-8")
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--preset", "finetune", "--init-from", str(base), "--input",
+                 str(new_text), "--out", str(tuned), *TINY_FLAGS, "--max-iters", "2"]) == 0
+    assert (tuned / "tokenizer.json").read_bytes() == (base / "tokenizer.json").read_bytes()
+    assert (tuned / "data" / "tokenizer.json").read_bytes() == (
+        base / "tokenizer.json").read_bytes()
+
+
+def test_init_from_with_data_in_another_tokenizer_names_the_fix(tiny_text, tmp_path, capsys):
+    base = tmp_path / "base"
+    assert _train(make_dataset(tiny_text, tmp_path / "a"), base, "--max-iters", "2") == 0
+    other = make_dataset("completely different words\n" * 30, tmp_path / "b")
+    code = main(["train", "--preset", "finetune", "--init-from", str(base), "--data",
+                 str(other), "--out", str(tmp_path / "tuned"), *TINY_FLAGS, "--max-iters", "2"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert f"gptlab prepare --tokenizer-file {base / 'tokenizer.json'}" in err

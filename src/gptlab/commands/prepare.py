@@ -18,6 +18,7 @@ document; documents are joined with <|endoftext|> where the tokenizer has it.
 examples:
   gptlab prepare --tokenizer char --input shakespeare --out data/shakespeare-char
   gptlab prepare --tokenizer bpe --vocab-size 4096 --input 'books/*.txt' --out data/books
+  gptlab prepare --tokenizer-file runs/char/tokenizer.json --input new.txt --out data/new
 """
 
 
@@ -27,6 +28,9 @@ def add_parser(subparsers) -> None:
     )
     add_option(p, "tokenizer", choices=("char", "word", "gpt2", "bpe"), default="char",
                help="tokenizer kind")
+    add_option(p, "tokenizer_file", default=None, metavar="FILE",
+               help="encode with this saved tokenizer instead (e.g. RUN_DIR/tokenizer.json, to "
+               "fine-tune that run on new text); its kind replaces --tokenizer")
     add_option(p, "input", nargs="+", required=True, metavar="FILE_OR_DIR_OR_GLOB_OR_NAME",
                help="text source(s)")
     add_option(p, "out", required=True, metavar="DIR", help="dataset folder to create")
@@ -68,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
         workers=args.workers,
+        tokenizer_file=args.tokenizer_file,
     )
     print(json.dumps(meta, indent=2))
     return 0

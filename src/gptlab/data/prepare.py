@@ -13,6 +13,8 @@ failure leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -62,9 +64,10 @@ class PrepareOptions:
     clean: tuple[str, ...]
     errors: str
     unk: bool
+    tokenizer_sha256: str | None = None  # set when an existing tokenizer file is reused
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        options = {
             "tokenizer": self.tokenizer,
             "split": self.split,
             "vocab_size": self.vocab_size,
@@ -72,6 +75,9 @@ class PrepareOptions:
             "errors": self.errors,
             "unk": self.unk,
         }
+        if self.tokenizer_sha256 is not None:
+            options["tokenizer_sha256"] = self.tokenizer_sha256
+        return options
 
 
 def _parse_clean(clean: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -114,6 +120,31 @@ def _all_texts(files: list[Path], opts: PrepareOptions) -> Iterator[str]:
         yield from document_texts(path, opts.errors, opts.clean, _ENCODE_BLOCK)
 
 
+def _load_given_tokenizer(path: Path, opts: PrepareOptions):
+    """The tokenizer saved at `path` (--tokenizer-file), its kind put into `opts`."""
+    from gptlab import tokenizers as tk
+
+    if opts.vocab_size is not None:
+        raise ConfigError("--vocab-size does not apply with --tokenizer-file: drop --vocab-size")
+    tok = tk.load_tokenizer(path)
+    kind = next(name for name, cls in tk.KINDS.items() if isinstance(tok, cls))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return tok, dataclasses.replace(opts, tokenizer=kind, unk=False, tokenizer_sha256=sha)
+
+
+def _check_chars_known(tok, chars: set[str], path: Path) -> None:
+    """A char tokenizer read from a file must know every character of the input."""
+    missing = sorted(chars - set(tok.chars))
+    if missing and not tok.unk:
+        shown = ", ".join(repr(c) for c in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise GptlabError(
+            f"the input holds {len(missing)} character(s) that the char tokenizer {path} does "
+            f"not know ({shown}{more}): remove them from the text, or build a new tokenizer "
+            "(and model) for it"
+        )
+
+
 def _build_tokenizer(opts: PrepareOptions, files: list[Path], chars: set[str] | None):
     """Build or train the tokenizer the options ask for (char uses the scanned characters)."""
     from gptlab import tokenizers as tk
@@ -144,7 +175,8 @@ def _encoded_blocks(
         return
     batched = opts.tokenizer == "bpe"  # gpt2's encode_to_array is parallel on its own
     batch_len = max(4, 2 * (os.cpu_count() or 1))
-    table = _char_table(tok) if opts.tokenizer == "char" else None
+    # a char tokenizer with <unk> (only ever read from a file) maps unknown characters itself
+    table = _char_table(tok) if opts.tokenizer == "char" and not tok.unk else None
     eot = tok.eot_id
     for doc_index, path in enumerate(files):
         if doc_index > 0 and eot is not None:
@@ -342,6 +374,7 @@ def prepare(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
     workers: int = 0,
+    tokenizer_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Tokenize text into a dataset folder: train.bin, val.bin, tokenizer.json, meta.json.
 
@@ -365,10 +398,18 @@ def prepare(
         workers: processes encoding a gpt2 input of 16 MiB or more (0 = one per core,
             1 = this process only; Linux/macOS with fork). Smaller inputs and the other
             tokenizers encode in this process, bpe and gpt2 on all cores' threads.
+        tokenizer_file: encode with this saved tokenizer (e.g. a run's tokenizer.json, to
+            fine-tune that run on new text) instead of building one; `tokenizer` and `unk`
+            are then taken from the file.
     Returns:
         The meta dict written to meta.json.
     """
     opts = PrepareOptions(tokenizer, float(split), vocab_size, _parse_clean(clean), errors, unk)
+    given_tok = None
+    if tokenizer_file is not None:
+        tokenizer_file = Path(tokenizer_file).expanduser()
+        given_tok, opts = _load_given_tokenizer(tokenizer_file, opts)
+        tokenizer = opts.tokenizer
     _validate_options(opts, block_size)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"--workers {workers!r} must be a whole number >= 0 (0: one per core)")
@@ -377,6 +418,8 @@ def prepare(
     scan = scan_sources(
         files, opts.errors, opts.clean, want_chars=tokenizer == "char", progress=progress
     )
+    if given_tok is not None and opts.tokenizer == "char":
+        _check_chars_known(given_tok, scan.chars, tokenizer_file)
     existing = _existing_dataset(out, opts, scan.sha256, force)
     if existing is not None:
         _check_split_sizes(
@@ -389,7 +432,8 @@ def prepare(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         meta = _build_dataset(
-            tmp, scan, opts, _describe(inputs, scan.files), block_size, progress, workers
+            tmp, scan, opts, _describe(inputs, scan.files), block_size, progress, workers,
+            given_tok,
         )
         _install(tmp, out)
     finally:
@@ -402,9 +446,11 @@ def prepare(
 
 
 def _build_dataset(
-    tmp: Path, scan, opts: PrepareOptions, source: str, block_size, progress, workers: int = 0
+    tmp: Path, scan, opts: PrepareOptions, source: str, block_size, progress, workers: int = 0,
+    tok=None,
 ):
-    tok = _build_tokenizer(opts, scan.files, scan.chars)
+    if tok is None:
+        tok = _build_tokenizer(opts, scan.files, scan.chars)
     dtype = token_dtype(tok.vocab_size)
     all_path = tmp / "tokens.bin"
     n_total = _write_tokens(

@@ -164,13 +164,19 @@ def prepared_dataset_dir(config: TrainConfig, run_dir: Path) -> Path:
                 f"`gptlab prepare --input TEXT --out {data_dir}` first"
             )
         return data_dir
+    # fine-tuning encodes the new text with the tokenizer the weights were trained with
+    init_tok = Path(config.init_from) / "tokenizer.json" if config.init_from != "scratch" else None
+    if init_tok is not None and not init_tok.is_file():
+        init_tok = None
     if config.input:
         source, out = str(Path(config.input).expanduser()), Path(run_dir) / "data"
-    else:
+    elif init_tok is None:
         source = config.dataset
         out = cache_dir() / "datasets" / f"{config.dataset}-{config.tokenizer}"
-    log.info("preparing %s (%s tokens) in %s", source, config.tokenizer, out)
-    prepare(source, out, tokenizer=config.tokenizer, force=True)
+    else:  # a built-in corpus in another run's tokenizer: not shared through the cache
+        source, out = config.dataset, Path(run_dir) / "data"
+    log.info("preparing %s (tokenizer: %s) in %s", source, init_tok or config.tokenizer, out)
+    prepare(source, out, tokenizer=config.tokenizer, force=True, tokenizer_file=init_tok)
     return out
 
 

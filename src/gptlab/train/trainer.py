@@ -187,7 +187,9 @@ class Trainer:
         if tok_path.is_file() and tok_path.read_bytes() != self.tokenizer_path.read_bytes():
             raise GptlabError(
                 f"--init-from {init_dir}: its tokenizer differs from the dataset's "
-                f"({self.tokenizer_path}); prepare the data with `--tokenizer-file {tok_path}`"
+                f"({self.tokenizer_path}): prepare the data with its tokenizer, "
+                f"`gptlab prepare --tokenizer-file {tok_path} --input TEXT --out DIR`, "
+                "or pass --input TEXT instead of --data"
             )
         weights = init_dir / ckpt.BEST_WEIGHTS
         if not weights.exists():
