@@ -389,3 +389,37 @@ def test_tokenizer_file_refuses_vocab_size(tmp_path):
     with pytest.raises(ConfigError, match="--vocab-size does not apply"):
         prepare(tmp_path / "a.txt", tmp_path / "d2", vocab_size=300,
                 tokenizer_file=tmp_path / "d1" / "tokenizer.json")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "train.bin").write_bytes((d / "train.bin").read_bytes() + b"x"),
+         "train.bin holds .* bytes, not the .* uint16 tokens"),
+        (lambda d: (d / "train.bin").write_bytes(b""), "train.bin holds 0 bytes"),
+        (lambda d: (d / "meta.json").write_text('{"dtype": "float99"}'), "names no token dtype"),
+        (lambda d: (d / "meta.json").write_text("[1]"), "is not a dataset description"),
+    ],
+)
+def test_damaged_dataset_files_give_one_line_errors(tmp_path, damage, message):
+    (tmp_path / "a.txt").write_text("some text to split\n" * 20, encoding="utf-8")
+    prepare(tmp_path / "a.txt", tmp_path / "d")
+    damage(tmp_path / "d")
+    with pytest.raises(GptlabError, match=message):
+        load_split(tmp_path / "d", "train")
+
+
+def test_prepare_rebuilds_its_own_damaged_dataset(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("some text to split\n" * 20, encoding="utf-8")
+    meta = prepare(tmp_path / "a.txt", tmp_path / "d")
+    good = all_ids(tmp_path / "d").tolist()
+    os.truncate(tmp_path / "d" / "train.bin", 10)
+    (tmp_path / "d" / "val.bin").unlink()
+    assert prepare(tmp_path / "a.txt", tmp_path / "d") == meta  # not "up to date", not "other"
+    assert all_ids(tmp_path / "d").tolist() == good
+    (tmp_path / "d" / "meta.json").write_text("garbage")
+    with pytest.raises(GptlabError, match="damaged dataset .* add --force"):
+        prepare(tmp_path / "a.txt", tmp_path / "d")
+    assert main(["prepare", "--input", str(tmp_path / "a.txt"), "--out", str(tmp_path / "d"),
+                 "--force", "--no-progress"]) == 0
+    assert all_ids(tmp_path / "d").tolist() == good

@@ -333,16 +333,38 @@ def _existing_dataset(out: Path, opts: PrepareOptions, sha: str, force: bool) ->
                 f"--out {out} is not empty and holds no gptlab dataset: pass another --out"
             )
         return None
-    meta = load_meta(out)
-    files_present = all((out / f).is_file() for f in (*SPLIT_FILES.values(), TOKENIZER_FILE))
-    if meta.get("source_sha256") == sha and meta.get("options") == opts.as_dict() and files_present:
-        return meta
+    try:
+        meta = load_meta(out)
+    except GptlabError:
+        if force:
+            return None
+        raise GptlabError(
+            f"--out {out} holds a damaged dataset ({META_FILE} is unreadable): add --force to "
+            "rebuild it"
+        ) from None
+    if meta.get("source_sha256") == sha and meta.get("options") == opts.as_dict():
+        if _intact(out):
+            return meta
+        return None  # this very dataset, damaged: rebuilding it loses nothing
     if force:
         return None
     raise GptlabError(
         f"--out {out} holds a different dataset ({meta.get('tokenizer')} tokens of "
         f"{meta.get('source')}): pass another --out, or --force to replace it"
     )
+
+
+def _intact(out: Path) -> bool:
+    """Whether a dataset folder's token files and tokenizer are all there, at full size."""
+    from gptlab.tokenizers import load_tokenizer
+
+    try:
+        load_tokenizer(out / TOKENIZER_FILE)
+        for split in SPLIT_FILES:
+            load_split(out, split)
+    except GptlabError:
+        return False
+    return True
 
 
 def _install(tmp: Path, out: Path) -> None:
@@ -492,9 +514,14 @@ def load_meta(data_dir: str | os.PathLike) -> dict[str, Any]:
             f"`gptlab prepare --out {data_dir}`"
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GptlabError(f"{path} is not valid JSON ({exc}): prepare the dataset again") from exc
+        raise GptlabError(
+            f"{path} is not valid JSON ({exc}): prepare the dataset again with --force"
+        ) from exc
+    if not isinstance(meta, dict):
+        raise GptlabError(f"{path} is not a dataset description: prepare it again with --force")
+    return meta
 
 
 def load_split(data_dir: str | os.PathLike, split: Literal["train", "val"]) -> np.memmap:
@@ -505,5 +532,17 @@ def load_split(data_dir: str | os.PathLike, split: Literal["train", "val"]) -> n
     path = Path(data_dir) / SPLIT_FILES[split]
     if not path.is_file():
         raise GptlabError(f"{path} is missing: prepare the dataset again with `gptlab prepare`")
+    damaged = f"the dataset in {data_dir} is damaged: prepare it again with --force"
+    if meta.get("dtype") not in ("uint16", "uint32"):
+        raise GptlabError(f"{META_FILE} names no token dtype (uint16/uint32): {damaged}")
     dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+    expected = meta.get(f"{split}_tokens")
+    size = path.stat().st_size
+    if size % dtype.itemsize or not size or (
+        expected is not None and size // dtype.itemsize != expected
+    ):
+        counted = f"the {expected}" if expected is not None else "whole"
+        raise GptlabError(
+            f"{path} holds {size} bytes, not {counted} {meta['dtype']} tokens: {damaged}"
+        )
     return np.memmap(path, dtype=dtype, mode="r")
