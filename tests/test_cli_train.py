@@ -73,12 +73,23 @@ def test_sample_greedy_is_deterministic(run_dir, capsys):
     ("flags", "message"),
     [(["--top-p", "1.5"], "--top-p 1.5 must be in (0, 1]"),
      (["--num-samples", "0"], "--num-samples 0 must be >= 1"),
-     (["--temperature", "-1"], "--temperature -1.0 must be >= 0")],
+     (["--temperature", "-1"], "--temperature -1.0 must be a finite number >= 0"),
+     (["--temperature", "nan"], "--temperature nan must be a finite number >= 0"),
+     (["--seed", "-1"], "--seed -1 must be in [0, 2**63)")],
 )
 def test_sample_bad_options(run_dir, capsys, flags, message):
-    assert main(["sample", str(run_dir), *flags]) == 1
-    assert capsys.readouterr().err == f"error: {message}" + (
+    assert main(["sample", str(run_dir), "--prompt", "ROMEO", *flags]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {message}" + (
         " (0 means greedy)\n" if "temperature" in message else "\n")
+    assert captured.out == ""  # refused before the prompt is echoed
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_eval_refuses_no_batches(run_dir, capsys, value):
+    assert main(["eval", str(run_dir), "--max-batches", value]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --max-batches {value} must be >= 1 (or left out: all)\n"
 
 
 def test_sample_missing_run(tmp_path, capsys):

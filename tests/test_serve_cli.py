@@ -38,6 +38,11 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, extra, message):
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
+def test_bad_device_is_named_not_blamed_on_the_weights(tmp_path, capsys):
+    assert main(["serve", str(tmp_path), "--device", "banana"]) == 1
+    assert capsys.readouterr().err.startswith("error: --device 'banana' is not one of")
+
+
 def test_missing_run_folder(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err

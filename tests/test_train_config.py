@@ -323,3 +323,16 @@ def test_float32_muon_is_torch_muon_in_float32():
         torch.testing.assert_close(moved_a, moved_b, atol=0.02 * moved_b.abs().max().item(),
                                    rtol=0)
     assert opts[0].state_dict()["param_groups"] == opts[1].state_dict()["param_groups"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("learning_rate", math.nan, "learning_rate=nan must be a finite number >= 0"),
+     ("grad_clip", math.inf, "grad_clip=inf must be a finite number >= 0"),
+     ("weight_decay", -0.1, "weight_decay=-0.1 must be a finite number >= 0"),
+     ("seed", 2**70, "must be in \\[0, 2\\*\\*63\\)"),
+     ("seed", -1, "seed=-1 must be in")],
+)
+def test_non_finite_or_out_of_range_numbers_are_refused(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**{field: value})

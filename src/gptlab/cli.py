@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     SIGTERM is handled like Ctrl-C: the command stops, cleans up what it was writing and
     exits 130 (training saves a checkpoint first; its own handler takes over while it runs).
     """
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch: a second or two in which Ctrl-C may come
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

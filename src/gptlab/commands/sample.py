@@ -44,8 +44,12 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-new-tokens {args.max_new_tokens} must be >= 0")
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples {args.num_samples} must be >= 1")
-    if args.temperature < 0:
-        raise ConfigError(f"--temperature {args.temperature} must be >= 0 (0 means greedy)")
+    if not 0 <= args.temperature < float("inf"):  # also refuses nan
+        raise ConfigError(
+            f"--temperature {args.temperature} must be a finite number >= 0 (0 means greedy)"
+        )
+    if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_samples:
+        raise ConfigError(f"--seed {args.seed} must be in [0, 2**63)")
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k} must be >= 1")
     if args.top_p is not None and not 0 < args.top_p <= 1:

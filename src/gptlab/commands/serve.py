@@ -70,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
             "pip install 'gptlab[serve]'"
         ) from None
     from gptlab.serve.engine import ModelEngine
+    from gptlab.train.runtime import resolve_device
 
-    engine = ModelEngine.from_run_dir(args.run_dir, which=args.checkpoint, device=args.device)
+    device = resolve_device(args.device)  # a bad --device is named, not blamed on the weights
+    engine = ModelEngine.from_run_dir(args.run_dir, which=args.checkpoint, device=device)
     api_key = args.api_key if args.api_key is not None else os.environ.get("GPTLAB_API_KEY")
     settings = ServerSettings(
         api_key=api_key or None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 import types
 import typing
@@ -92,8 +93,10 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+            if not 0 <= getattr(self, name) < math.inf:  # also refuses nan
+                raise ConfigError(f"{name}={getattr(self, name)} must be a finite number >= 0")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed={self.seed} must be in [0, 2**63)")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be in [0, 1)")

@@ -223,6 +223,8 @@ def evaluate_run(
     from gptlab.errors import GptlabError
     from gptlab.train.runtime import resolve_device
 
+    if max_batches is not None and max_batches < 1:
+        raise GptlabError(f"--max-batches {max_batches} must be >= 1 (or left out: all)")
     if batch_size < 1:
         raise GptlabError(f"--batch-size {batch_size} must be >= 1")
     device = resolve_device(device)
