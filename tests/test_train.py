@@ -278,3 +278,20 @@ def test_init_from_with_data_in_another_tokenizer_names_the_fix(tiny_text, tmp_p
     assert code != 0
     err = capsys.readouterr().err
     assert f"gptlab prepare --tokenizer-file {base / 'tokenizer.json'}" in err
+
+
+def test_failed_setup_leaves_no_half_written_run(tiny_text, tmp_path, capsys):
+    """A new run that fails before its first checkpoint is undone: the command can be rerun."""
+    short = tmp_path / "short.txt"
+    short.write_text("too short, really\n" * 2, encoding="utf-8")  # val: 4 tokens < block 16
+    run = tmp_path / "run"
+    argv = ["train", "--out", str(run), *TINY_FLAGS, "--max-iters", "2"]
+    assert main([*argv, "--input", str(short)]) == 1
+    assert "too few for block_size 16" in capsys.readouterr().err
+    assert not run.exists()  # it held data/, config.json and tokenizer.json by then
+    run.mkdir()  # an empty folder given as --out stays, emptied
+    assert main([*argv, "--input", str(short)]) == 1
+    assert run.is_dir() and not any(run.iterdir())
+    short.write_text(tiny_text, encoding="utf-8")
+    assert main([*argv, "--input", str(short)]) == 0
+    assert (run / "model.safetensors").is_file()

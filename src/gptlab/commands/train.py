@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from gptlab.commands import add_option, new_command
-from gptlab.errors import ConfigError
+from gptlab.errors import ConfigError, GptlabError
 
 DESCRIPTION = """\
 Train a GPT language model into a run folder (--out DIR): config.json, tokenizer.json,
@@ -147,11 +148,41 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if resolve_device(config.device) == "cpu":
         keep_freed_memory()  # the CLI owns the process: reuse freed buffers between steps
-    result = train(run_dir, model, config, resume=args.resume, progress=not args.no_progress)
+    existed = run_dir.exists()
+    fresh = not args.resume and (not existed or _is_empty_dir(run_dir))
+    try:
+        result = train(run_dir, model, config, resume=args.resume, progress=not args.no_progress)
+    except (GptlabError, KeyboardInterrupt):
+        if fresh:
+            _remove_unfinished_run(run_dir, keep_folder=existed)
+        raise
     if not result.is_main:
         return 0
     _report(result)
     return 0
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def _remove_unfinished_run(run_dir: Path, keep_folder: bool) -> None:
+    """Undo a new run that failed before its first checkpoint (bad data, a missing extra,
+    ...), so that the same command can simply be run again once the cause is fixed."""
+    from gptlab import checkpoint as ckpt
+
+    if not run_dir.is_dir() or (run_dir / ckpt.STATE_DIR).exists() or any(
+        run_dir.glob("*.safetensors")
+    ):
+        return
+    if not keep_folder:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _report(result) -> None:
