@@ -87,6 +87,10 @@ def test_resume_of_a_finished_run_says_so(data_dir, tmp_path, capsys):
     assert f"{run} is already at step 4 (max_iters 4): nothing to train" in err
     assert "--max-iters N, N > 4" in err
     assert same_tensors(before, weights(run / "model.safetensors"))
+    # a lower --max-iters on a no-op resume does not rewrite the run's saved setting
+    assert main(["train", "--out", str(run), "--resume", "--max-iters", "1",
+                 "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["max_iters"] == 4
     assert main(["train", "--out", str(run), "--resume", "--max-iters", "6",
                  "--no-progress", "--sample-tokens", "0"]) == 0
     block_size = json.loads((run / "config.json").read_text())["model"]["block_size"]

@@ -235,7 +235,8 @@ class Trainer:
                         self.dist.world_size, len(samplers))
         if self.dist.is_main:
             self.metrics.truncate_after(self.step)
-            self._write_config()
+            if self.step < self.config.max_iters:  # a resume with nothing to train keeps it
+                self._write_config()
         log.info("resumed %s at step %d", self.run_dir, self.step)
 
     # ------------------------------------------------------------------ checkpoints
