@@ -122,6 +122,9 @@ def test_plot_writes_png(run_dir, tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["plot", str(tmp_path)]) == 1
     assert "metrics.jsonl not found" in capsys.readouterr().err
+    (tmp_path / "metrics.jsonl").write_bytes(bytes(range(256)) * 4)  # not text at all
+    assert main(["plot", str(tmp_path)]) == 1
+    assert "is not a metrics log (not UTF-8 text at byte 128)" in capsys.readouterr().err
 
 
 def test_write_run_then_load_run(run_dir, tmp_path):

@@ -221,7 +221,7 @@ def test_invalid_utf8_names_file_and_offset(tmp_path):
         (b"ab", {}, "gives 1 train tokens, too few for training \\(need >= 2\\)"),
         (b"abc\n", {"split": 1.0}, "--split 1.0 must be between 0 and 1"),
         (b"abc\n", {"vocab_size": 500}, "--vocab-size applies to --tokenizer bpe only"),
-        (b"abc\n", {"tokenizer": "bpe", "vocab_size": 100}, "--vocab-size 100 is too small"),
+        (b"abc\n", {"tokenizer": "bpe", "vocab_size": 100}, "--vocab-size 100 is out of range"),
         (b"abc\n", {"tokenizer": "morse"}, "unknown tokenizer 'morse': choose one of char"),
         (b"abc\n", {"errors": "ignore"}, "--errors 'ignore' must be 'strict' or 'replace'"),
         (b"abc\n", {"clean": "lower,shout"}, "unknown cleaning step 'shout'"),
@@ -423,3 +423,12 @@ def test_prepare_rebuilds_its_own_damaged_dataset(tmp_path, capsys):
     assert main(["prepare", "--input", str(tmp_path / "a.txt"), "--out", str(tmp_path / "d"),
                  "--force", "--no-progress"]) == 0
     assert all_ids(tmp_path / "d").tolist() == good
+
+
+@pytest.mark.parametrize("size", ["256", "99999999999999999999"])
+def test_bpe_vocab_size_out_of_range_is_one_line(tmp_path, capsys, size):
+    (tmp_path / "a.txt").write_text("abc\n" * 50, encoding="utf-8")
+    assert main(["prepare", "--tokenizer", "bpe", "--vocab-size", size, "--input",
+                 str(tmp_path / "a.txt"), "--out", str(tmp_path / "d")]) == 1
+    assert f"--vocab-size {size} is out of range: byte-level BPE needs 257 to 1,048,576" in (
+        capsys.readouterr().err)

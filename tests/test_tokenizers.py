@@ -386,3 +386,11 @@ def test_build_tokenizer(tmp_path, tiny_text):
         build_tokenizer("char", text="x", vocab_size=10)
     with pytest.raises(ConfigError, match="learned from a corpus"):
         build_tokenizer("word")
+
+
+@pytest.mark.parametrize("version", ['"x"', "null", "1.5"])
+def test_tokenizer_file_with_a_bad_format_field_is_one_line(tmp_path, version):
+    path = tmp_path / "tok.json"
+    path.write_text(f'{{"kind": "char", "format": {version}}}', encoding="utf-8")
+    with pytest.raises(GptlabError, match="not a whole number: it is damaged"):
+        load_tokenizer(path)

@@ -88,6 +88,9 @@ def _parse_clean(clean: str | list[str] | tuple[str, ...] | None) -> tuple[str, 
     return tuple(parse_steps(clean))
 
 
+MAX_BPE_VOCAB_SIZE = 1 << 20  # far above any text's useful merges; ids stay uint32
+
+
 def _validate_options(opts: PrepareOptions, block_size: int | None) -> None:
     if opts.tokenizer not in TOKENIZER_KINDS:
         raise ConfigError(
@@ -102,9 +105,10 @@ def _validate_options(opts: PrepareOptions, block_size: int | None) -> None:
             f"--vocab-size applies to --tokenizer bpe only (got --tokenizer {opts.tokenizer}): "
             "drop --vocab-size"
         )
-    if opts.vocab_size is not None and opts.vocab_size < 257:
+    if opts.vocab_size is not None and not 257 <= opts.vocab_size <= MAX_BPE_VOCAB_SIZE:
         raise ConfigError(
-            f"--vocab-size {opts.vocab_size} is too small: byte-level BPE needs >= 257"
+            f"--vocab-size {opts.vocab_size} is out of range: byte-level BPE needs 257 to "
+            f"{MAX_BPE_VOCAB_SIZE:,}"
         )
     if block_size is not None and block_size < 1:
         raise ConfigError(f"--block-size {block_size} must be >= 1")

@@ -64,6 +64,8 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
             f"{', '.join(KINDS)})"
         )
     version = data.get("format", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise GptlabError(f"{path} has format {version!r}, not a whole number: it is damaged")
     if version > FORMAT_VERSION:
         raise GptlabError(
             f"{path} has tokenizer file format {version}, newer than this gptlab reads "
