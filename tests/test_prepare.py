@@ -432,3 +432,22 @@ def test_bpe_vocab_size_out_of_range_is_one_line(tmp_path, capsys, size):
                  str(tmp_path / "a.txt"), "--out", str(tmp_path / "d")]) == 1
     assert f"--vocab-size {size} is out of range: byte-level BPE needs 257 to 1,048,576" in (
         capsys.readouterr().err)
+
+
+def test_out_inside_the_input_folder_is_not_read_back(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("some text to split\n" * 20, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    meta = prepare(".", "ds")
+    assert meta["source_files"] == 1
+    assert prepare(".", "ds") == meta  # the rerun finds it in place, ds/ is not an input
+
+
+@pytest.mark.parametrize("out", [".", ".."])
+def test_out_as_the_current_folder_is_refused(tmp_path, monkeypatch, capsys, out):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.txt").write_text("some text to split\n" * 20, encoding="utf-8")
+    monkeypatch.chdir(work)
+    assert main(["prepare", "--input", "a.txt", "--out", out]) == 1
+    assert f"--out {out} is the current folder or one above it" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "work"]

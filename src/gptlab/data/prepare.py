@@ -440,7 +440,17 @@ def prepare(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"--workers {workers!r} must be a whole number >= 0 (0: one per core)")
     out = Path(out).expanduser()
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise ConfigError(
+            f"--out {out} is the current folder or one above it: name a folder to create, "
+            "e.g. --out data"
+        )
+    # a dataset written inside an input folder is not part of its own input on a rerun
     files = resolve_sources(inputs, cache_dir)
+    if out.is_dir():
+        files = [f for f in files if not f.resolve().is_relative_to(out.resolve())]
+    if not files:
+        raise GptlabError(f"the input holds no files outside --out {out}: pass text files")
     scan = scan_sources(
         files, opts.errors, opts.clean, want_chars=tokenizer == "char", progress=progress
     )
