@@ -451,3 +451,12 @@ def test_out_as_the_current_folder_is_refused(tmp_path, monkeypatch, capsys, out
     assert main(["prepare", "--input", "a.txt", "--out", out]) == 1
     assert f"--out {out} is the current folder or one above it" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "work"]
+
+
+def test_utf16_input_is_named_with_the_fix(tmp_path, capsys):
+    (tmp_path / "u.txt").write_text("hello there\n" * 20, encoding="utf-16")
+    assert main(["prepare", "--input", str(tmp_path / "u.txt"), "--out",
+                 str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "is UTF-16 text" in err and "iconv -f UTF-16 -t UTF-8" in err
+    assert not (tmp_path / "d").exists()

@@ -57,6 +57,9 @@ def test_stats_help(capsys):
     ("make", "argv", "message"),
     [
         (lambda p: p.write_bytes(b"ok\xff"), [], "is not valid UTF-8 (byte offset 2)"),
+        (lambda p: p.write_bytes(b""), [], "is empty: give a file with text in it"),
+        (lambda p: p.write_bytes(b"ab\x00cd\n"), [], "looks like a binary file (NUL byte at"),
+        (lambda p: p.write_text("hi\n", encoding="utf-16"), [], "is UTF-16 text"),
         (lambda p: p.write_text("x"), ["--tokenizer", "sp"], "--tokenizer 'sp' is neither a kind"),
         (lambda p: p.write_text("x"), ["--clean", "upper"], "unknown cleaning step 'upper'"),
         (lambda p: p.write_text("x"), ["--tokenizer", "gpt2", "--vocab-size", "9"],

@@ -36,7 +36,12 @@ def read_utf8(path: Path) -> str:
     """The file's text; invalid UTF-8 is a GptlabError naming the file and byte offset."""
     if path.is_dir():
         raise GptlabError(f"{path} is a folder: give text files")
+    from gptlab.data.reading import _check_bytes
+
     data = path.read_bytes()
+    if not data:
+        raise GptlabError(f"{path} is empty: give a file with text in it")
+    _check_bytes(path, data, 0, "replace")  # binary files and UTF-16: named as such
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -56,6 +56,11 @@ def safe_cut(buf: bytes | str, allow_space: bool = False) -> int:
 
 def _check_bytes(path: Path, raw: bytes, offset: int, errors: str) -> str:
     """Decode one block, rejecting binary data and (when strict) invalid UTF-8."""
+    if offset == 0 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise GptlabError(
+            f"{path} is UTF-16 text (it starts with a UTF-16 byte order mark): convert it to "
+            f"UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 {path} > converted.txt`"
+        )
     nul = raw.find(b"\x00")
     if nul >= 0:
         raise GptlabError(
