@@ -299,3 +299,12 @@ def test_failed_setup_leaves_no_half_written_run(tiny_text, tmp_path, capsys):
     short.write_text(tiny_text, encoding="utf-8")
     assert main([*argv, "--input", str(short)]) == 0
     assert (run / "model.safetensors").is_file()
+
+
+def test_dataset_with_another_datasets_tokenizer_is_refused(tiny_text, tmp_path, capsys):
+    data = make_dataset(tiny_text, tmp_path / "a")
+    other = make_dataset("only four chars\n" * 10, tmp_path / "b")
+    (data / "tokenizer.json").write_bytes((other / "tokenizer.json").read_bytes())
+    assert _train(data, tmp_path / "run", "--max-iters", "1") == 1
+    assert "the folder mixes two datasets" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

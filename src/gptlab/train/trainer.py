@@ -131,6 +131,12 @@ class Trainer:
         self.meta = load_meta(self.data_dir)
         self.tokenizer_path = self.data_dir / self.meta.get("tokenizer_file", "tokenizer.json")
         self.tokenizer = load_tokenizer(self.tokenizer_path)
+        if self.tokenizer.vocab_size != self.meta.get("vocab_size"):
+            raise GptlabError(
+                f"{self.tokenizer_path} has {self.tokenizer.vocab_size} tokens but the dataset's "
+                f"meta.json says {self.meta.get('vocab_size')}: the folder mixes two datasets; "
+                "prepare it again with --force"
+            )
         self.data_info = data_facts(self.data_dir, self.meta, self.tokenizer)
         self._batches_cls = RandomBatches
 
