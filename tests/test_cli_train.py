@@ -174,3 +174,14 @@ def test_quick_start_trains_on_built_in_shakespeare(tmp_path, monkeypatch, shake
     assert config["model"]["n_embd"] == 128 and config["model"]["vocab_size"] == 65
     assert config["data"]["train_tokens"] == 1_003_854  # seed 001's 90% split
     assert len(captured.out) >= 40  # the end-of-training sample goes to stdout
+
+
+def test_a_file_where_a_run_folder_belongs_is_named(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["sample", str(afile)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {afile} is a file, not a run folder: pass the run's folder\n"
+    assert main(["train", "--out", str(afile), "--max-iters", "1", "--no-progress"]) == 1
+    assert capsys.readouterr().err == f"error: --out {afile} is a file: pass a folder for the run\n"
+    assert afile.read_text() == "x"

@@ -460,3 +460,9 @@ def test_utf16_input_is_named_with_the_fix(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is UTF-16 text" in err and "iconv -f UTF-16 -t UTF-8" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_bpe_default_vocab_size_spelled_out_is_the_same_dataset(tmp_path):
+    (tmp_path / "a.txt").write_text("some text to split\n" * 20, encoding="utf-8")
+    meta = prepare(tmp_path / "a.txt", tmp_path / "d", tokenizer="bpe")
+    assert prepare(tmp_path / "a.txt", tmp_path / "d", tokenizer="bpe", vocab_size=4096) == meta

@@ -387,6 +387,8 @@ def write_run(
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """RUN_DIR/config.json, checked to have a "model" section."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GptlabError(f"{run_dir} is a file, not a run folder: pass the run's folder")
     if not run_dir.is_dir():
         raise GptlabError(f"run folder {run_dir} does not exist: train with --out {run_dir} first")
     config = read_json(run_dir / CONFIG_FILE)

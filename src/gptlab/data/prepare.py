@@ -430,6 +430,8 @@ def prepare(
     Returns:
         The meta dict written to meta.json.
     """
+    if tokenizer == "bpe" and vocab_size == DEFAULT_BPE_VOCAB_SIZE:
+        vocab_size = None  # the default spelled out is the same dataset as the default
     opts = PrepareOptions(tokenizer, float(split), vocab_size, _parse_clean(clean), errors, unk)
     given_tok = None
     if tokenizer_file is not None:

@@ -112,6 +112,8 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def _check_new_run_dir(self) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise GptlabError(f"--out {self.run_dir} is a file: pass a folder for the run")
         if self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise GptlabError(
                 f"--out {self.run_dir} already holds files: add --resume to continue that run, "
