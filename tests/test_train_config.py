@@ -89,7 +89,11 @@ def test_unknown_setting_suggests_the_right_name(tmp_path):
 def test_wrong_type_in_file_is_an_error(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('learning_rate = "fast"\n')
-    with pytest.raises(ConfigError, match="learning_rate='fast' must be of type float"):
+    with pytest.raises(ConfigError, match="learning_rate='fast' must be of type float") as err:
+        load_config_file(path)
+    assert str(err.value).startswith(f"{path}: ")  # which file holds the bad value
+    path.write_text("bogus_key = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting 'bogus_key' \\(`gptlab train --help`"):
         load_config_file(path)
     path.write_text("n_layer = 2.5\n")
     with pytest.raises(ConfigError, match="n_layer=2.5 must be of type int"):

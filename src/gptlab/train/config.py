@@ -309,13 +309,16 @@ def split_settings(settings: dict[str, Any], source: str) -> tuple[dict, dict]:
     train_types = field_types(TrainConfig)
     model, train = {}, {}
     for key, value in settings.items():
-        if key in model_types:
-            model[key] = coerce_type(model_types[key], value, key)
-        elif key in train_types:
-            train[key] = coerce_type(train_types[key], value, key)
-        else:
+        types = model_types if key in model_types else train_types
+        if key not in types:
             known = list(model_types) + list(train_types)
-            raise ConfigError(f"{source}: unknown setting {key!r}{_suggest(key, known)}")
+            hint = _suggest(key, known) or " (`gptlab train --help` lists every setting)"
+            raise ConfigError(f"{source}: unknown setting {key!r}{hint}")
+        try:
+            value = coerce_type(types[key], value, key)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        (model if types is model_types else train)[key] = value
     return model, train
 
 
