@@ -213,7 +213,9 @@ def test_import_nanogpt_char_model_needs_meta(tmp_path, capsys):
     ckpt = tmp_path / "ckpt.pt"
     nanogpt_checkpoint(ckpt, vocab_size=65)
     assert main(["import", "nanogpt", str(ckpt), "--out", str(tmp_path / "run")]) == 1
-    assert "vocab_size 65, smaller than GPT-2's 50257" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "vocab_size 65, smaller than GPT-2's 50257" in err
+    assert "`gptlab import nanogpt CKPT --meta meta.pkl`" in err
     nanogpt_meta(tmp_path / "meta.pkl", list("abc"))
     with pytest.raises(GptlabError, match="has 3 characters but the checkpoint's vocab_size is 65"):
         runs.import_nanogpt(ckpt, tmp_path / "run", meta_path=tmp_path / "meta.pkl")

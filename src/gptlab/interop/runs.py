@@ -102,8 +102,8 @@ def _gpt2_tokenizer(vocab_size: int, source: str):
     if vocab_size < hf.GPT2_VOCAB_SIZE:
         raise GptlabError(
             f"{source} has vocab_size {vocab_size}, smaller than GPT-2's {hf.GPT2_VOCAB_SIZE}: "
-            "it was not trained with the GPT-2 tokenizer (for a nanoGPT char-level model, "
-            "pass its meta.pkl with --meta)"
+            "it was not trained with the GPT-2 tokenizer (a nanoGPT char-level checkpoint "
+            "imports with `gptlab import nanogpt CKPT --meta meta.pkl`)"
         )
     return GPT2Tokenizer()
 

@@ -159,6 +159,9 @@ class Trainer:
         data_vocab = int(self.meta["vocab_size"])
         if settings.get("vocab_size") is None or self.config.init_from == "scratch" and \
                 settings["vocab_size"] < data_vocab:
+            if settings.get("vocab_size") is not None:
+                log.info("vocab_size %d is below the dataset's %d tokens: using %d",
+                         settings["vocab_size"], data_vocab, data_vocab)
             settings["vocab_size"] = data_vocab
         if settings["vocab_size"] < data_vocab:
             raise GptlabError(
