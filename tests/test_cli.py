@@ -22,3 +22,15 @@ def test_module_entry_point(gptlab_cmd, subprocess_env):
         [*gptlab_cmd, "--help"], capture_output=True, text=True, env=subprocess_env, check=True
     )
     assert "usage: gptlab" in out.stdout
+
+
+def test_os_errors_on_our_temporary_files_name_the_folder():
+    import errno
+
+    from gptlab.cli import _describe_os_error
+
+    tmp_error = PermissionError(errno.EACCES, "Permission denied", "ro/.ds.tmp-5c9no1m5")
+    assert _describe_os_error(tmp_error) == (
+        "cannot write in ro/ (Permission denied): check that folder")
+    user_error = FileNotFoundError(errno.ENOENT, "No such file or directory", "a/b.txt")
+    assert _describe_os_error(user_error) == "No such file or directory: a/b.txt"

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from gptlab import __version__
 from gptlab.errors import GptlabError
@@ -40,6 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """One line for a file-system error; a temporary file we were writing is named by the
+    folder it was in (`.name.tmp-xyz` says nothing to a user)."""
+    if not exc.filename:
+        return str(exc.strerror or exc)
+    path = Path(str(exc.filename))
+    if path.name.startswith(".") and ".tmp" in path.name:
+        return f"cannot write in {path.parent}/ ({exc.strerror}): check that folder"
+    return f"{exc.strerror or exc}: {exc.filename}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"error: {_describe_os_error(exc)}", file=sys.stderr)
         return 1
     finally:
         if previous is not None:
