@@ -466,3 +466,22 @@ def test_bpe_default_vocab_size_spelled_out_is_the_same_dataset(tmp_path):
     (tmp_path / "a.txt").write_text("some text to split\n" * 20, encoding="utf-8")
     meta = prepare(tmp_path / "a.txt", tmp_path / "d", tokenizer="bpe")
     assert prepare(tmp_path / "a.txt", tmp_path / "d", tokenizer="bpe", vocab_size=4096) == meta
+
+
+@pytest.mark.parametrize("appended", ["A", "~", "Ж"])
+def test_input_that_changes_after_the_scan_is_an_error_not_wrong_ids(tmp_path, monkeypatch,
+                                                                      appended):
+    src = tmp_path / "a.txt"
+    src.write_text("abc abc\n" * 30, encoding="utf-8")
+    scan = prepare_module.scan_sources
+
+    def scan_then_edit(*args, **kwargs):
+        result = scan(*args, **kwargs)
+        with open(src, "a", encoding="utf-8") as f:  # another program writes to the file
+            f.write(appended * 5)
+        return result
+
+    monkeypatch.setattr(prepare_module, "scan_sources", scan_then_edit)
+    with pytest.raises(GptlabError, match="an input file changed while it was being prepared"):
+        prepare(src, tmp_path / "d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

@@ -257,21 +257,37 @@ def _encode_workers(opts: PrepareOptions, total_bytes: int, workers: int) -> int
     return resolve_num_threads(workers)
 
 
+_NOT_IN_VOCAB = -1
+
+
 def _char_table(tok) -> np.ndarray:
-    """Code point -> id table for a char tokenizer, in the dataset's dtype."""
+    """Code point -> id table for a char tokenizer (-1: not in the vocabulary)."""
     codes = [ord(c) for c in tok.chars]
-    table = np.zeros(max(codes) + 1, dtype=token_dtype(tok.vocab_size))
+    table = np.full(max(codes) + 1, _NOT_IN_VOCAB, dtype=np.int32)
     table[codes] = np.arange(len(codes))
     return table
 
 
 def _encode_chars(text: str, table: np.ndarray) -> np.ndarray:
-    # Every character is in the table: the vocabulary came from scanning these very files.
+    # The vocabulary came from scanning these very files, so every character is in the
+    # table unless a file changed between the scan and now: that is checked, not assumed.
     if text.isascii():  # O(1) in CPython; skips the 4-bytes-per-char UTF-32 copy
         codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     else:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-    return table[codes]  # (len(text),)
+    if codes.size and int(codes.max()) >= len(table):
+        raise _changed_while_preparing()
+    ids = table[codes]  # (len(text),)
+    if ids.size and int(ids.min()) == _NOT_IN_VOCAB:
+        raise _changed_while_preparing()
+    return ids
+
+
+def _changed_while_preparing() -> GptlabError:
+    return GptlabError(
+        "an input file changed while it was being prepared (it holds characters the first "
+        "pass did not see): run prepare again once the files stay put"
+    )
 
 
 def _encode_batch(tok, texts: list[str]) -> Iterator[np.ndarray]:
