@@ -394,3 +394,14 @@ def test_tokenizer_file_with_a_bad_format_field_is_one_line(tmp_path, version):
     path.write_text(f'{{"kind": "char", "format": {version}}}', encoding="utf-8")
     with pytest.raises(GptlabError, match="not a whole number: it is damaged"):
         load_tokenizer(path)
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_building_from_a_non_utf8_or_missing_file_is_one_error(tmp_path, kind):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café crème\n".encode("latin-1") * 50)
+    with pytest.raises(GptlabError, match=r"latin1.txt is not valid UTF-8 \(byte offset 3\)"):
+        build_tokenizer(kind, files=[latin1], vocab_size=300 if kind == "bpe" else None)
+    with pytest.raises(GptlabError, match="nope.txt does not exist"):
+        build_tokenizer(kind, files=[tmp_path / "nope.txt"],
+                        vocab_size=300 if kind == "bpe" else None)

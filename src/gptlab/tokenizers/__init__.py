@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gptlab.errors import ConfigError, GptlabError
-from gptlab.tokenizers.base import EOT, FORMAT_VERSION, Tokenizer
+from gptlab.tokenizers.base import EOT, FORMAT_VERSION, Tokenizer, read_text_file
 from gptlab.tokenizers.bpe import BPETokenizer
 from gptlab.tokenizers.char import CharTokenizer
 from gptlab.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
@@ -78,7 +78,7 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
 
 
 def _read_texts(files: Iterable[str | os.PathLike[str]]) -> list[str]:
-    return [Path(f).read_text(encoding="utf-8") for f in files]
+    return [read_text_file(f) for f in files]
 
 
 def build_tokenizer(

@@ -28,6 +28,25 @@ EOT = "<|endoftext|>"  # GPT-2's document separator; the seeds join documents wi
 FORMAT_VERSION = 1
 
 
+def read_text_file(path: str | os.PathLike[str]) -> str:
+    """A corpus file's text; a missing, binary or non-UTF-8 file is a GptlabError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise GptlabError(f"{path} does not exist: check the path") from None
+    except IsADirectoryError:
+        raise GptlabError(f"{path} is a folder: give text files") from None
+    if b"\x00" in data:
+        raise GptlabError(f"{path} looks like a binary file (it holds NUL bytes): give UTF-8 text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GptlabError(
+            f"{path} is not valid UTF-8 (byte offset {exc.start}): convert it to UTF-8"
+        ) from None
+
+
 def resolve_num_threads(num_threads: int) -> int:
     """0 means every core this process may use; otherwise the number itself (>= 1)."""
     if num_threads < 0:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gptlab.errors import GptlabError
-from gptlab.tokenizers.base import EOT, Tokenizer, resolve_num_threads
+from gptlab.tokenizers.base import EOT, Tokenizer, read_text_file, resolve_num_threads
 from gptlab.tokenizers.chunking import split_for_parallel
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,14 @@ def _new_hf_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return tok
+
+
+def _is_utf8_text(path: str) -> bool:
+    try:
+        read_text_file(path)
+    except GptlabError:
+        return False
+    return True
 
 
 def _split_sources(texts_or_files) -> tuple[list[str], list[str]]:
@@ -113,9 +121,15 @@ class BPETokenizer(Tokenizer):
             show_progress=False,
         )
         if files and not texts:
-            tok.train(files, trainer=trainer)  # HF reads (and parallelizes over) the files
+            try:
+                tok.train(files, trainer=trainer)  # HF reads (and parallelizes over) the files
+            except Exception as exc:  # HF raises a bare Exception, e.g. for invalid UTF-8
+                bad = next((f for f in files if not _is_utf8_text(f)), None)
+                if bad is not None:
+                    read_text_file(bad)  # raises the GptlabError naming the file and problem
+                raise GptlabError(f"BPE training failed on {', '.join(files)}: {exc}") from None
         else:
-            sources = texts + [Path(f).read_text(encoding="utf-8") for f in files]
+            sources = texts + [read_text_file(f) for f in files]
             tok.train_from_iterator(sources, trainer=trainer, length=len(sources))
         log.info("trained BPE: %d ids (asked for %d)", tok.get_vocab_size(), vocab_size)
         return cls(tok)
