@@ -156,3 +156,15 @@ def test_random_batches_on_cuda_equal_cpu():
     x_cpu, y_cpu = RandomBatches(data, batch_size=4, block_size=8, seed=3).get_batch()
     x, y = RandomBatches(data, batch_size=4, block_size=8, device="cuda", seed=3).get_batch()
     assert x.is_cuda and torch.equal(x.cpu(), x_cpu) and torch.equal(y.cpu(), y_cpu)
+
+
+def test_create_dataloader_with_too_little_text_says_why():
+    from gptlab.data import create_dataloader
+
+    with pytest.raises(GptlabError, match="2 tokens are too few for one window of max_length 256"):
+        create_dataloader("hello world", max_length=256)
+    with pytest.raises(GptlabError, match="gives 3 windows, fewer than batch_size 64"):
+        create_dataloader(list(range(13)), batch_size=64, max_length=4, stride=4)
+    loader = create_dataloader(list(range(13)), batch_size=64, max_length=4, stride=4,
+                               drop_last=False)
+    assert [x.shape[0] for x, _ in loader] == [3]

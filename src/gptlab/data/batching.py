@@ -176,6 +176,16 @@ def create_dataloader(
     else:
         ids = text_or_ids
     dataset = SlidingWindowDataset(ids, max_length, stride)
+    if len(dataset) == 0:
+        raise GptlabError(
+            f"{len(ids)} tokens are too few for one window of max_length {max_length} (it needs "
+            f"{max_length + 1}): use a smaller max_length or more text"
+        )
+    if drop_last and len(dataset) < batch_size:
+        raise GptlabError(
+            f"the text gives {len(dataset)} windows, fewer than batch_size {batch_size}, so "
+            "drop_last=True would leave no batch: lower batch_size or pass drop_last=False"
+        )
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(
         dataset,
