@@ -485,3 +485,15 @@ def test_input_that_changes_after_the_scan_is_an_error_not_wrong_ids(tmp_path, m
     with pytest.raises(GptlabError, match="an input file changed while it was being prepared"):
         prepare(src, tmp_path / "d")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"split": "abc"}, "split 'abc' must be a number"),
+     ({"tokenizer": "bpe", "vocab_size": "300"}, "vocab_size '300' must be a whole number"),
+     ({"block_size": "8"}, "block_size '8' must be a whole number")],
+)
+def test_prepare_api_wrong_types_are_config_errors(tmp_path, kwargs, message):
+    (tmp_path / "a.txt").write_text("abc\n" * 50, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        prepare(tmp_path / "a.txt", tmp_path / "d", **kwargs)

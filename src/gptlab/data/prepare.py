@@ -446,6 +446,11 @@ def prepare(
     Returns:
         The meta dict written to meta.json.
     """
+    if isinstance(split, bool) or not isinstance(split, (int, float)):
+        raise ConfigError(f"split {split!r} must be a number between 0 and 1, e.g. 0.9")
+    for name, value in (("vocab_size", vocab_size), ("block_size", block_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{name} {value!r} must be a whole number")
     if tokenizer == "bpe" and vocab_size == DEFAULT_BPE_VOCAB_SIZE:
         vocab_size = None  # the default spelled out is the same dataset as the default
     opts = PrepareOptions(tokenizer, float(split), vocab_size, _parse_clean(clean), errors, unk)
