@@ -185,3 +185,17 @@ def test_a_file_where_a_run_folder_belongs_is_named(tmp_path, capsys):
     assert main(["train", "--out", str(afile), "--max-iters", "1", "--no-progress"]) == 1
     assert capsys.readouterr().err == f"error: --out {afile} is a file: pass a folder for the run\n"
     assert afile.read_text() == "x"
+
+
+def test_eval_when_the_runs_dataset_is_gone_names_the_fix(run_dir, tmp_path, capsys):
+    import shutil
+
+    moved = tmp_path / "run"
+    shutil.copytree(run_dir, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["data"]["dir"] = str(tmp_path / "gone")
+    (moved / "config.json").write_text(json.dumps(config))
+    assert main(["eval", str(moved)]) == 1
+    err = capsys.readouterr().err
+    assert "which is gone: pass --data DIR" in err
+    assert f"gptlab prepare --tokenizer-file {moved / 'tokenizer.json'}" in err

@@ -244,6 +244,12 @@ def evaluate_run(
         if not recorded:
             raise GptlabError(f"{run_dir} records no dataset: pass --data DIR")
         data_dir = Path(recorded)
+        if not (data_dir / "meta.json").is_file():
+            raise GptlabError(
+                f"{run_dir} was trained on {data_dir}, which is gone: pass --data DIR (a "
+                f"dataset prepared with `gptlab prepare --tokenizer-file "
+                f"{Path(run_dir) / TOKENIZER_FILE} ...`)"
+            )
     data_dir = Path(data_dir)
     meta = load_meta(data_dir)
     data_tok = data_dir / meta.get("tokenizer_file", TOKENIZER_FILE)
@@ -252,7 +258,7 @@ def evaluate_run(
         raise GptlabError(
             f"{data_dir} was tokenized with another tokenizer than {run_dir} "
             f"({meta.get('tokenizer')}, vocab {meta.get('vocab_size')}): prepare it with the "
-            "run's tokenizer"
+            f"run's tokenizer, `gptlab prepare --tokenizer-file {Path(run_dir) / TOKENIZER_FILE}`"
         )
     tokens = load_split(data_dir, split)
     loss, count = evaluate_tokens(run.model, tokens, batch_size, device, max_batches)
