@@ -38,7 +38,7 @@ def _new_hf_tokenizer():
     return tok
 
 
-def _is_utf8_text(path: str) -> bool:
+def _is_readable_text(path: str) -> bool:
     try:
         read_text_file(path)
     except GptlabError:
@@ -124,7 +124,7 @@ class BPETokenizer(Tokenizer):
             try:
                 tok.train(files, trainer=trainer)  # HF reads (and parallelizes over) the files
             except Exception as exc:  # HF raises a bare Exception, e.g. for invalid UTF-8
-                bad = next((f for f in files if not _is_utf8_text(f)), None)
+                bad = next((f for f in files if not _is_readable_text(f)), None)
                 if bad is not None:
                     read_text_file(bad)  # raises the GptlabError naming the file and problem
                 raise GptlabError(f"BPE training failed on {', '.join(files)}: {exc}") from None
