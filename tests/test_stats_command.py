@@ -64,7 +64,7 @@ def test_stats_help(capsys):
         (lambda p: p.write_text("x"), ["--clean", "upper"], "unknown cleaning step 'upper'"),
         (lambda p: p.write_text("x"), ["--tokenizer", "gpt2", "--vocab-size", "9"],
          "vocab size 9 does not apply to gpt2"),
-        (lambda p: None, [], "No such file or directory"),
+        (lambda p: None, [], "in.txt does not exist: check the path"),
     ],
 )
 def test_stats_errors(tmp_path, capsys, make, argv, message):

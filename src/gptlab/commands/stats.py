@@ -33,21 +33,13 @@ def add_parser(subparsers) -> None:
 
 
 def read_utf8(path: Path) -> str:
-    """The file's text; invalid UTF-8 is a GptlabError naming the file and byte offset."""
-    if path.is_dir():
-        raise GptlabError(f"{path} is a folder: give text files")
-    from gptlab.data.reading import _check_bytes
+    """The file's text; an empty, binary or non-UTF-8 file is a GptlabError naming it."""
+    from gptlab.tokenizers.base import read_text_file
 
-    data = path.read_bytes()
-    if not data:
+    text = read_text_file(path)
+    if not text:
         raise GptlabError(f"{path} is empty: give a file with text in it")
-    _check_bytes(path, data, 0, "replace")  # binary files and UTF-16: named as such
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise GptlabError(
-            f"{path} is not valid UTF-8 (byte offset {exc.start}): convert it to UTF-8"
-        ) from exc
+    return text
 
 
 def _tokenizer(spec: str, text: str, vocab_size: int | None):

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gptlab.errors import GptlabError
+from gptlab.files import check_not_binary
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +57,7 @@ def safe_cut(buf: bytes | str, allow_space: bool = False) -> int:
 
 def _check_bytes(path: Path, raw: bytes, offset: int, errors: str) -> str:
     """Decode one block, rejecting binary data and (when strict) invalid UTF-8."""
-    if offset == 0 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise GptlabError(
-            f"{path} is UTF-16 text (it starts with a UTF-16 byte order mark): convert it to "
-            f"UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 {path} > converted.txt`"
-        )
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        raise GptlabError(
-            f"{path} looks like a binary file (NUL byte at byte offset {offset + nul}): "
-            "pass UTF-8 text files only"
-        )
+    check_not_binary(path, raw, offset)
     try:
         return raw.decode("utf-8", errors=errors)
     except UnicodeDecodeError as exc:

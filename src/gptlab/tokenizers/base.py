@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from gptlab.errors import GptlabError
-from gptlab.files import set_normal_mode
+from gptlab.files import check_not_binary, set_normal_mode
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 
 
 def read_text_file(path: str | os.PathLike[str]) -> str:
-    """A corpus file's text; a missing, binary or non-UTF-8 file is a GptlabError."""
+    """A corpus file's text; a missing, binary, UTF-16 or non-UTF-8 file is a GptlabError."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -37,8 +37,7 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
         raise GptlabError(f"{path} does not exist: check the path") from None
     except IsADirectoryError:
         raise GptlabError(f"{path} is a folder: give text files") from None
-    if b"\x00" in data:
-        raise GptlabError(f"{path} looks like a binary file (it holds NUL bytes): give UTF-8 text")
+    check_not_binary(path, data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

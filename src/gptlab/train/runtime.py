@@ -165,8 +165,8 @@ def prepared_dataset_dir(config: TrainConfig, run_dir: Path) -> Path:
             )
         return data_dir
     # fine-tuning encodes the new text with the tokenizer the weights were trained with
-    init_tok = Path(config.init_from) / "tokenizer.json" if config.init_from != "scratch" else None
-    if init_tok is not None and not init_tok.is_file():
+    init_tok: Path | None = Path(config.init_from) / "tokenizer.json"
+    if config.init_from == "scratch" or not init_tok.is_file():
         init_tok = None
     if config.input:
         source, out = str(Path(config.input).expanduser()), Path(run_dir) / "data"
