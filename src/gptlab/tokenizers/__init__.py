@@ -31,6 +31,7 @@ __all__ = [
     "WordTokenizer",
     "build_tokenizer",
     "load_tokenizer",
+    "same_tokenizer",
 ]
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,14 @@ KINDS: dict[str, type[Tokenizer]] = {
     "bpe": BPETokenizer,
 }
 DEFAULT_BPE_VOCAB_SIZE = 4096
+
+
+def same_tokenizer(a_path: str | os.PathLike[str], b_path: str | os.PathLike[str]) -> bool:
+    """Whether two saved tokenizer files hold the same tokenizer.
+
+    `Tokenizer.save` writes a canonical file, so equal tokenizers are equal bytes.
+    """
+    return Path(a_path).read_bytes() == Path(b_path).read_bytes()
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
