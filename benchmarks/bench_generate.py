@@ -6,11 +6,13 @@ each positional encoding, in one run and interleaved (seed loop, engine, seed lo
 - `short`: 255 new tokens (prompt + output fit the 256-token window);
 - `long`: 1,000 new tokens (the window slides), for the seed loop, the exact engine
   (KV cache inside the window, recompute once it slides) and the approximate engine
-  (`exact=False`: rolling cache for rope, half-window restart for learned/sinusoidal).
+  (`exact=False`, what `gptlab sample --no-exact` and the server's `"exact": false` run:
+  rolling cache for rope, half-window restart for learned/sinusoidal).
 The seed loop runs under torch.no_grad() (the seed's runs with autograd on, slower still).
 
     PYTHONPATH=src python benchmarks/bench_generate.py --threads 1
     PYTHONPATH=src python benchmarks/bench_generate.py --threads 1 --long-tokens 0  # short only
+    PYTHONPATH=src python benchmarks/bench_generate.py --threads 1 --no-exact  # long only
 """
 
 from __future__ import annotations
@@ -85,7 +87,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of the short case")
     parser.add_argument("--long-reps", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--no-exact", action="store_true",
+                        help="only the long case, where --no-exact differs from the exact "
+                             "engine (inside the window the two are the same)")
     args = parser.parse_args()
+    if args.no_exact and not args.long_tokens:
+        parser.error("--no-exact times the long case: give --long-tokens > 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 1, "
@@ -94,7 +101,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for pos in args.pos:
         model = lecture_model(pos)
-        cases = [(args.short_tokens, args.reps, False)]
+        cases = [] if args.no_exact else [(args.short_tokens, args.reps, False)]
         if args.long_tokens:
             cases.append((args.long_tokens, args.long_reps, True))
         for n_new, reps, approximate in cases:

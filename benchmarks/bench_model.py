@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptlab.model import GPT, ModelConfig
-from gptlab.train.runtime import keep_freed_memory
+from gptlab.runtime import keep_freed_memory
 
 # name: (batch, block, n_embd, n_head, n_layer)
 SHAPES = {

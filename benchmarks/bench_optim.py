@@ -23,9 +23,9 @@ import time
 import torch
 
 from gptlab.model import GPT, ModelConfig
+from gptlab.runtime import keep_freed_memory
 from gptlab.train.config import resolve_config
 from gptlab.train.optim import configure_optimizer, muon_matrices, newton_schulz
-from gptlab.train.runtime import keep_freed_memory
 
 VOCAB = 65
 NS = ((3.4445, -4.775, 2.0315), 5, 1e-7)  # torch.optim.Muon's coefficients, steps, eps

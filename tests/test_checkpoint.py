@@ -1,4 +1,7 @@
-"""Checkpoints: safetensors weights, trainer state, atomic writes, safe loading."""
+"""Checkpoints: safetensors weights, trainer state, run folders, safe loading.
+
+The atomic writes and the safe `torch.load` they use are tested in test_files.py.
+"""
 
 from __future__ import annotations
 
@@ -88,20 +91,6 @@ def test_half_written_step_folder_is_ignored(tmp_path):
     (tmp_path / "state" / ".step-00000010.abc.tmp").mkdir()
     assert ckpt.latest_checkpoint_dir(tmp_path).name == "step-00000005"
     assert ckpt.load_checkpoint(tmp_path, Tiny())["step"] == 5
-
-
-def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
-    path = tmp_path / "f.txt"
-    ckpt.atomic_write_text(path, "old")
-
-    def broken(tmp):
-        tmp.write_text("partial")
-        raise RuntimeError("killed")
-
-    with pytest.raises(RuntimeError):
-        ckpt.atomic_write(path, broken)
-    assert path.read_text() == "old"
-    assert os.listdir(tmp_path) == ["f.txt"]
 
 
 @pytest.mark.parametrize("content", [b"", b"not a safetensors file at all", b"\x08" + b"\0" * 7])

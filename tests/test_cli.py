@@ -34,3 +34,22 @@ def test_os_errors_on_our_temporary_files_name_the_folder():
         "cannot write in ro/ (Permission denied): check that folder")
     user_error = FileNotFoundError(errno.ENOENT, "No such file or directory", "a/b.txt")
     assert _describe_os_error(user_error) == "No such file or directory: a/b.txt"
+
+
+def test_the_command_table_is_what_help_lists_in_order(capsys):
+    from gptlab.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    listed = [line.split()[0] for line in parser.format_help().splitlines()
+              if line.startswith("    ") and line.split()]
+    assert listed == list(COMMANDS) == [
+        "prepare", "corpus", "stats", "train", "sample", "eval", "plot", "import", "export",
+        "serve",
+    ]
+    capsys.readouterr()
+    for name in COMMANDS:  # every subcommand's --help works and shows its usage
+        try:
+            main([name, "--help"])
+        except SystemExit as exc:
+            assert exc.code == 0, name
+        assert f"usage: gptlab {name}" in capsys.readouterr().out

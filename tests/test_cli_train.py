@@ -39,6 +39,17 @@ def test_help(command, capsys):
     assert f"usage: gptlab {command}" in capsys.readouterr().out
 
 
+def test_train_help_shows_each_settings_help_and_choices(capsys):
+    """Help texts come from the config fields, choices from their Literal types."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("--optimizer {adamw,muon}", "--tokenizer {char,word,gpt2,bpe}",
+                 "--dtype {auto,float32,bfloat16,float16}", "--attention {fused,reference}",
+                 "model: context length in tokens [64]", "optimizer steps to train for [2000]"):
+        assert text in out
+
+
 def test_sample_streams_prompt_and_continuation(run_dir, capsys):
     args = ["sample", str(run_dir), "--prompt", "First", "--max-new-tokens", "30",
             "--seed", "3", "--top-k", "5"]
@@ -69,13 +80,35 @@ def test_sample_greedy_is_deterministic(run_dir, capsys):
     assert capsys.readouterr().out == first
 
 
+def test_sample_exact_flag_reaches_generation_past_the_window(run_dir, capsys):
+    # block_size 16, 60 new tokens: the window slides. --exact (the default) is the seed's
+    # recompute loop; --no-exact is generate(exact=False), here the half-window restart.
+    run = ckpt.load_run(run_dir)
+    ids = run.tokenizer.encode("All:")
+    texts = {}
+    for flag, exact in (("--exact", True), ("--no-exact", False)):
+        assert main(["sample", str(run_dir), "--prompt", "All:", "--max-new-tokens", "60",
+                     "--seed", "2", "--temperature", "0.5", flag]) == 0
+        texts[exact] = capsys.readouterr().out
+        expected = generate(run.model, torch.tensor([ids]), 60, seed=2, temperature=0.5,
+                            exact=exact)
+        assert texts[exact] == run.tokenizer.decode(expected[0].tolist()) + "\n"
+    recompute = generate(run.model, torch.tensor([ids]), 60, seed=2, temperature=0.5,
+                         use_cache=False)
+    assert texts[True] == run.tokenizer.decode(recompute[0].tolist()) + "\n"
+    assert texts[False] != texts[True]
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [(["--top-p", "1.5"], "--top-p 1.5 must be in (0, 1]"),
      (["--num-samples", "0"], "--num-samples 0 must be >= 1"),
      (["--temperature", "-1"], "--temperature -1.0 must be a finite number >= 0"),
      (["--temperature", "nan"], "--temperature nan must be a finite number >= 0"),
-     (["--seed", "-1"], "--seed -1 must be in [0, 2**63)")],
+     (["--seed", "-1"], "--seed -1 must be in [0, 2**63)"),
+     (["--seed", str(2**63 - 2), "--num-samples", "3"],
+      f"--seed {2**63 - 2} must be in [0, 2**63)"),
+     (["--top-k", "0"], "--top-k 0 must be an integer >= 1 or None")],
 )
 def test_sample_bad_options(run_dir, capsys, flags, message):
     assert main(["sample", str(run_dir), "--prompt", "ROMEO", *flags]) == 1

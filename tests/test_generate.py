@@ -9,12 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptlab.errors import GptlabError
-from gptlab.generate import generate, sample_next_token, stream
+from gptlab.generate import SamplingConfig, SamplingError, generate, sample_next_token, stream
 from gptlab.model import GPT, BigramLanguageModel, ModelConfig
 
 V = 23
 POS_ENCODINGS = ["learned", "sinusoidal", "rope"]
-
 
 
 def tiny_model(seed: int = 0, **overrides) -> GPT:
@@ -23,11 +22,15 @@ def tiny_model(seed: int = 0, **overrides) -> GPT:
     fields = dict(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=16)
     fields.update(overrides)
     torch.manual_seed(seed)
-    model = GPT(ModelConfig(**fields))
+    model = GPT(ModelConfig(**{**fields, "attention": "fused"}))
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.5)
+    if fields.get("attention", "fused") != "fused":  # the same weights for either attention
+        other = GPT(ModelConfig(**fields))
+        other.load_state_dict(model.state_dict(), strict=True)
+        model = other
     return model.eval()
 
 
@@ -218,14 +221,15 @@ def test_sample_next_token_filters():
     [
         ({"top_p": 1.5}, r"top_p must be in \(0, 1\], got 1.5"),
         ({"top_p": 0.0}, r"top_p must be in \(0, 1\], got 0.0"),
-        ({"temperature": -0.5}, r"temperature must be ≥ 0 \(0 means greedy\), got -0.5"),
-        ({"top_k": 0}, "top_k must be an integer ≥ 1 or None, got 0"),
-        ({"max_new_tokens": -1}, "max_new_tokens must be an integer ≥ 0, got -1"),
+        ({"temperature": -0.5},
+         r"temperature must be a finite number >= 0 \(0 means greedy\), got -0.5"),
+        ({"top_k": 0}, "top_k must be an integer >= 1 or None, got 0"),
+        ({"max_new_tokens": -1}, "max_new_tokens must be an integer >= 0, got -1"),
         ({"stop_tokens": [99]}, r"stop token=99 is outside the vocabulary 0..22"),
         ({"idx": [[1, 50]]}, r"prompt token id 50 is outside the vocabulary 0..22"),
         ({"idx": torch.ones(1, 3)}, "prompt ids must be integers"),
         ({"idx": [], "start_token": 23}, r"start_token=23 is outside the vocabulary"),
-        ({"num_samples": 0}, "num_samples must be an integer ≥ 1, got 0"),
+        ({"num_samples": 0}, "num_samples must be an integer >= 1, got 0"),
         ({"idx": [[1, 2], [3]]}, "prompt must be a list of token ids or of equal-length rows"),
     ],
 )
@@ -233,6 +237,49 @@ def test_bad_generation_arguments_are_clear_errors(kwargs, message):
     args = {"idx": [1, 2, 3], "max_new_tokens": 4, **kwargs}
     with pytest.raises(GptlabError, match=message):
         generate(tiny_model(), **args)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"temperature": float("inf")}, "temperature", "must be a finite number >= 0"),
+        ({"temperature": float("nan")}, "temperature", "must be a finite number >= 0"),
+        ({"temperature": True}, "temperature", "must be a finite number >= 0"),
+        ({"top_k": 2.0}, "top_k", "must be an integer >= 1 or None, got 2.0"),
+        ({"top_p": float("nan")}, "top_p", r"must be in \(0, 1\], got nan"),
+        ({"seed": -1}, "seed", r"seed must be in \[0, 2\*\*63\), got -1"),
+        ({"seed": 2**63}, "seed", r"must be in \[0, 2\*\*63\)"),
+        ({"seed": "7"}, "seed", "seed must be an integer or None, got '7'"),
+        ({"greedy": 1}, "greedy", "greedy must be True or False, got 1"),
+        ({"exact": None}, "exact", "exact must be True or False, got None"),
+        ({"stop_tokens": 5}, "stop_tokens", "must be an iterable of token ids, got 5"),
+        ({"stop_tokens": [1, -2]}, "stop_tokens", r"must be token ids \(integers >= 0\), got -2"),
+        ({"start_token": True}, "start_token", "start_token must be a token id"),
+        ({"num_samples": 1.0}, "num_samples", "num_samples must be an integer >= 1, got 1.0"),
+    ],
+)
+def test_sampling_config_names_the_bad_field(fields, field, message):
+    with pytest.raises(SamplingError, match=message) as info:
+        SamplingConfig(**fields)
+    assert info.value.field == field and isinstance(info.value, GptlabError)
+    assert str(info.value) == f"{field} {info.value.rule}, got {info.value.value!r}"
+
+
+def test_a_sampling_config_equals_the_same_keywords_and_keywords_override_it():
+    model = tiny_model()
+    idx = prompt(2, 4)
+    config = SamplingConfig(temperature=0.8, top_k=5, top_p=0.9, seed=4, stop_tokens=[3])
+    assert config.stop_tokens == (3,)  # any iterable, stored as a tuple
+    by_keywords = generate(model, idx, 20, temperature=0.8, top_k=5, top_p=0.9, seed=4,
+                           stop_tokens=[3])
+    assert torch.equal(generate(model, idx, 20, sampling=config), by_keywords)
+    steps = list(stream(model, idx, 20, sampling=config))
+    assert torch.equal(torch.stack(steps, dim=1), by_keywords[:, 4:])
+    overridden = generate(model, idx, 20, sampling=config, seed=5, stop_tokens=())
+    assert torch.equal(overridden, generate(model, idx, 20, temperature=0.8, top_k=5,
+                                            top_p=0.9, seed=5))
+    with pytest.raises(SamplingError, match="top_p must be in"):
+        generate(model, idx, 20, sampling=config, top_p=2)
 
 
 def test_generation_keeps_training_mode_and_ignores_dropout():

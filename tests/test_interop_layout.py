@@ -304,3 +304,13 @@ def test_inconsistent_meta_is_refused(tmp_path, meta, message):
     path.write_bytes(pickle.dumps(meta)[:5])
     with pytest.raises(GptlabError, match="truncated or corrupt pickle|needs the keys"):
         nanogpt.read_nanogpt_meta(path)
+
+
+def test_size_fields_read_both_formats_and_name_a_missing_size():
+    hf_config = {"vocab_size": 64, "n_positions": 32, "n_layer": 2, "n_head": 2, "n_embd": 16}
+    sizes = dict(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=16)
+    assert layout.size_fields(hf_config, "c.json", block_size_key="n_positions") == sizes
+    assert layout.size_fields(sizes, "ckpt.pt") == sizes
+    del hf_config["n_positions"]
+    with pytest.raises(GptlabError, match=r"c.json lacks a valid GPT-2 size field \('n_positions'"):
+        layout.size_fields(hf_config, "c.json", block_size_key="n_positions")

@@ -117,14 +117,16 @@ def test_export_loads_in_transformers_with_equal_outputs(imported, tmp_path):
     assert hf_tokenizer(SEED_TEXT)["input_ids"] == SEED_IDS == run.tokenizer.encode(SEED_TEXT)
 
 
-@pytest.mark.parametrize(("activation", "hf_activation"), [("gelu", "gelu_new"),
-                                                            ("gelu_exact", "gelu")])
-def test_round_trip_gptlab_hf_gptlab_is_bitwise(tmp_path, activation, hf_activation):
+@pytest.mark.parametrize(("activation", "hf_activation", "attention"), [
+    ("gelu", "gelu_new", "fused"), ("gelu_exact", "gelu", "fused"),
+    ("gelu", "gelu_new", "reference"),  # per-head weights export as GPT-2's c_attn
+])
+def test_round_trip_gptlab_hf_gptlab_is_bitwise(tmp_path, activation, hf_activation, attention):
     torch.manual_seed(1)
     config = model_module.ModelConfig(
         vocab_size=50257, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
         bias=True, qkv_bias=True, activation=activation, pos_encoding="learned",
-        tie_weights=True,
+        tie_weights=True, attention=attention,
     )
     model = model_module.GPT(config)
     with torch.no_grad():

@@ -88,3 +88,24 @@ def test_from_dict_rejects_unknown_and_missing_keys():
 
 def test_dropout_integer_zero_is_stored_as_float():
     assert ModelConfig(vocab_size=3, dropout=0).dropout == 0.0
+
+
+def test_choices_come_from_the_literals():
+    import typing
+
+    from gptlab.model import config as model_config
+
+    hints = typing.get_type_hints(ModelConfig)
+    assert model_config.ACTIVATIONS == typing.get_args(hints["activation"])
+    assert model_config.ACTIVATIONS == ("relu", "gelu", "gelu_exact")
+    assert model_config.POS_ENCODINGS == typing.get_args(hints["pos_encoding"])
+    assert model_config.POS_ENCODINGS == ("learned", "sinusoidal", "rope")
+    assert model_config.ATTENTIONS == typing.get_args(hints["attention"]) == ("fused", "reference")
+
+
+def test_every_field_carries_its_help():
+    import dataclasses
+
+    for f in dataclasses.fields(ModelConfig):
+        assert f.metadata.get("help", "").startswith("model: "), f.name
+    assert ModelConfig(vocab_size=5).block_size == 256  # defaults survive the field() wrapping

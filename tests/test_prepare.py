@@ -18,6 +18,7 @@ from gptlab.tokenizers import GPT2Tokenizer, load_tokenizer
 
 # The module, not the function `gptlab.data.prepare` that shadows it as a package attribute.
 prepare_module = importlib.import_module("gptlab.data.prepare")
+encode_module = importlib.import_module("gptlab.data.encode")
 META_KEYS = {
     "tokenizer", "vocab_size", "dtype", "train_tokens", "val_tokens", "split",
     "source_sha256", "gptlab_version", "source", "tokenizer_file",
@@ -36,7 +37,7 @@ def all_ids(data_dir) -> np.ndarray:
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Read and encode in tiny blocks so that every test text is cut in many places."""
-    monkeypatch.setattr(prepare_module, "_ENCODE_BLOCK", 23)
+    monkeypatch.setattr(encode_module, "_ENCODE_BLOCK", 23)
     monkeypatch.setattr(reading, "SCAN_BLOCK", 17)
 
 
@@ -114,9 +115,8 @@ def test_documents_are_joined_with_endoftext(tmp_path):
 
 def test_gpt2_worker_processes_give_the_same_ids_in_order(tmp_path, monkeypatch, shakespeare_path):
     # Small blocks and no size threshold: many blocks in flight across two processes.
-    module = importlib.import_module("gptlab.data.prepare")
-    monkeypatch.setattr(module, "_PROCESS_MIN_BYTES", 0)
-    monkeypatch.setattr(module, "_ENCODE_BLOCK", 4096)
+    monkeypatch.setattr(encode_module, "_PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(encode_module, "_ENCODE_BLOCK", 4096)
     docs = tmp_path / "docs"
     docs.mkdir()
     text = shakespeare_path.read_text(encoding="utf-8")[:60_000]
@@ -306,7 +306,7 @@ def test_nothing_left_when_encoding_crashes(tmp_path, tiny_text, monkeypatch):
     def boom(*args, **kwargs):
         raise GptlabError("disk full")
 
-    monkeypatch.setattr(prepare_module, "_split_tokens", boom)
+    monkeypatch.setattr(prepare_module, "split_train_val", boom)
     with pytest.raises(GptlabError, match="disk full"):
         prepare(source, tmp_path / "ds")
     assert sorted(os.listdir(tmp_path)) == ["in.txt"]
@@ -497,3 +497,52 @@ def test_prepare_api_wrong_types_are_config_errors(tmp_path, kwargs, message):
     (tmp_path / "a.txt").write_text("abc\n" * 50, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         prepare(tmp_path / "a.txt", tmp_path / "d", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"split": True}, "split True must be a number"),
+     ({"block_size": 8.0}, "block_size 8.0 must be a whole number"),
+     ({"workers": "2"}, "--workers '2' must be a whole number >= 0"),
+     ({"workers": True}, "--workers True must be a whole number >= 0")],
+)
+def test_options_check_themselves_when_created(kwargs, message):
+    from gptlab.data.prepare import PrepareOptions
+
+    with pytest.raises(ConfigError, match=message):
+        PrepareOptions(**kwargs)
+
+
+def test_options_normalize_and_record_what_decides_the_content():
+    from gptlab.data.prepare import PrepareOptions
+
+    opts = PrepareOptions(tokenizer="bpe", split=1 / 2, vocab_size=4096, clean="Lower, seed",
+                          block_size=8, workers=2)
+    assert opts.vocab_size is None and opts.clean == ("lower", "seed")  # 4096 is the default
+    assert opts.as_dict() == {"tokenizer": "bpe", "split": 0.5, "vocab_size": None,
+                              "clean": ["lower", "seed"], "errors": "strict", "unk": False}
+
+
+def test_split_train_val_is_the_seeds_90_percent(tmp_path):
+    ids = np.arange(1_000, 1_025, dtype="<u2")  # 25 tokens
+    ids.tofile(tmp_path / "tokens.bin")
+    dtype = token_dtype(65)
+    n_train, n_val = prepare_module.split_train_val(tmp_path / "tokens.bin", tmp_path, 0.9, dtype)
+    n = int(0.9 * len(ids))  # seed 001: train_data = data[:n], val_data = data[n:]
+    assert (n_train, n_val) == (n, len(ids) - n) == (22, 3)
+    assert np.fromfile(tmp_path / "train.bin", dtype=dtype).tolist() == ids[:n].tolist()
+    assert np.fromfile(tmp_path / "val.bin", dtype=dtype).tolist() == ids[n:].tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.bin", "val.bin"]
+
+
+def test_cli_choices_come_from_the_literals(capsys):
+    from typing import get_args
+
+    from gptlab.data.reading import TextErrors
+    from gptlab.tokenizers import TokenizerKind
+
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    out = capsys.readouterr().out
+    assert "{" + ",".join(get_args(TokenizerKind)) + "}" in out
+    assert "{" + ",".join(get_args(TextErrors)) + "}" in out

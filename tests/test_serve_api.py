@@ -158,7 +158,10 @@ BAD_REQUESTS = [
     (b'{"prompt": "a", "max_tokens": "9"}', "max_tokens", "must be an integer, not a string"),
     (b'{"prompt": "a", "max_tokens": true}', "max_tokens", "must be an integer, not a boolean"),
     (b'{"prompt": "a", "max_tokens": 2.5}', "max_tokens", "must be an integer, not a number"),
-    (b'{"prompt": "a", "temperature": -0.5}', "temperature", "between 0 and 2, got -0.5"),
+    (b'{"prompt": "a", "temperature": -0.5}', "temperature",
+     "`temperature` must be a finite number >= 0 (0 means greedy), got -0.5"),
+    (b'{"prompt": "a", "temperature": 2.5}', "temperature",
+     "`temperature` must be at most 2 (as in the OpenAI API), got 2.5"),
     (b'{"prompt": "a", "temperature": NaN}', "temperature", "finite number, got nan"),
     (b'{"prompt": "a", "temperature": Infinity}', "temperature", "finite number, got inf"),
     (b'{"prompt": "a", "temperature": -Infinity}', "temperature", "finite number, got -inf"),
@@ -167,15 +170,19 @@ BAD_REQUESTS = [
     (b'{"prompt": "a", "temperature": "hot"}', "temperature", "must be a number"),
     (b'{"prompt": "a", "top_p": 0}', "top_p", "in (0, 1], got 0"),
     (b'{"prompt": "a", "top_p": 1.5}', "top_p", "in (0, 1], got 1.5"),
+    (b'{"prompt": "a", "top_p": 2}', "top_p", "`top_p` must be in (0, 1], got 2"),
     (b'{"prompt": "a", "top_p": NaN}', "top_p", "finite number"),
     (b'{"prompt": "a", "top_k": -1}', "top_k", "at least 0, got -1"),
     (b'{"prompt": "a", "n": 0}', "n", "between 1 and 8, got 0"),
-    (b'{"prompt": "a", "seed": -1}', "seed", "between 0 and"),
+    (b'{"prompt": "a", "seed": -1}', "seed", "`seed` must be in [0, 2**63), got -1"),
+    (b'{"prompt": "a", "seed": 9223372036854775808}', "seed", "must be in [0, 2**63)"),
     (b'{"prompt": "a", "seed": "7"}', "seed", "must be an integer"),
     (b'{"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}', "stop", "too many stop strings: 5"),
     (b'{"prompt": "a", "stop": [""]}', "stop", "non-empty string"),
     (b'{"prompt": "a", "stop": 3}', "stop", "non-empty string"),
     (b'{"prompt": "a", "stream": "yes"}', "stream", "must be a boolean"),
+    (b'{"prompt": "a", "exact": "no"}', "exact", "`exact` must be a boolean, not a string"),
+    (b'{"prompt": "a", "exact": 0}', "exact", "`exact` must be a boolean, not a number"),
     (b'{"prompt": "a", "echo": true}', "echo", "not supported"),
     (b'{"prompt": "a", "logprobs": 2}', "logprobs", "not supported"),
     (b'{"prompt": "caf\\u00e9"}', "prompt", "not in the vocabulary: ['\u00e9']"),
@@ -300,7 +307,7 @@ JSON_VALUES = st.recursive(
     max_leaves=6,
 )
 FIELDS = ["prompt", "max_tokens", "temperature", "top_p", "top_k", "n", "stop", "seed",
-          "stream", "model", "stream_options", "echo", "best_of"]
+          "stream", "model", "stream_options", "echo", "best_of", "exact"]
 
 
 @settings(max_examples=150, deadline=None,

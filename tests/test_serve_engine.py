@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptlab.errors import GptlabError
+from gptlab.generate import SamplingConfig, SamplingError
 from gptlab.serve.engine import Engine, SamplingParams, find_stop, safe_length
 
 ALPHABET = string.ascii_letters + string.digits + " \n.,:;!?'-"
@@ -174,6 +175,18 @@ def test_empty_prompt_starts_from_end_of_text_or_fails():
     assert completion.prompt_ids == [CharEngine(eot=True).eot_id]
     with pytest.raises(GptlabError, match="prompt is empty"):
         CharEngine().complete("", SamplingParams())
+
+
+def test_sampling_params_are_checked_by_the_one_sampling_config():
+    params = SamplingParams(max_tokens=5, temperature=0.7, top_k=3, top_p=0.9, seed=2,
+                            exact=False, stop=("x",))
+    assert params.sampling == SamplingConfig(temperature=0.7, top_k=3, top_p=0.9, seed=2,
+                                             exact=False)
+    with pytest.raises(SamplingError, match="temperature must be a finite number") as info:
+        SamplingParams(temperature=-1.0)
+    assert info.value.field == "temperature"
+    with pytest.raises(SamplingError, match=r"seed must be in \[0, 2\*\*63\)"):
+        SamplingParams(seed=2**63)
 
 
 def test_safe_length_holds_back_stop_prefixes_and_partial_characters():

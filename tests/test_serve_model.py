@@ -83,6 +83,19 @@ async def test_temperature_zero_is_greedy_and_top_p_reaches_the_sampler(engine, 
                                                                   top_p=0.5, seed=2)
 
 
+async def test_exact_field_reaches_generation_past_the_window(engine, tiny_run):
+    # block_size 16, 40 new tokens: the window slides. "exact": true (the default) is the
+    # seed's recompute loop; false is generate(exact=False), here the half-window restart.
+    body = {"prompt": "All:", "max_tokens": 40, "temperature": 0}
+    default = (await post(engine, body)).json()["choices"][0]["text"]
+    exact = (await post(engine, {**body, "exact": True})).json()["choices"][0]["text"]
+    fast = (await post(engine, {**body, "exact": False})).json()["choices"][0]["text"]
+    assert default == exact == reference_text(tiny_run, "All:", 40, greedy=True,
+                                              use_cache=False)
+    assert fast == reference_text(tiny_run, "All:", 40, greedy=True, exact=False)
+    assert fast != exact
+
+
 async def test_characters_outside_the_vocabulary_are_a_400(engine):
     r = await post(engine, {"prompt": "Speak ☃"})
     error = r.json()["error"]

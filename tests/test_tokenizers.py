@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -15,10 +16,12 @@ from gptlab.tokenizers import (
     CharTokenizer,
     GPT2Tokenizer,
     Tokenizer,
+    TokenizerKind,
     WordTokenizer,
     build_tokenizer,
     load_tokenizer,
 )
+from gptlab.tokenizers.char import UnknownCharacterError
 
 ALVAZSKA = "Here is an unknown word: Alvazska"
 
@@ -73,6 +76,22 @@ def test_char_unknown_character_error():
     assert "unk=True" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(GptlabError, match=r"character '😀' at position 0"):
         tok.encode("😀")  # above every code point in the vocabulary
+
+
+def test_char_ascii_fast_path_equals_the_utf32_path():
+    tok = CharTokenizer.from_text("abc \né")
+    table = tok.lookup_table()
+    assert table.dtype == np.int32 and table[ord("a")] == tok.stoi["a"] == 2
+    assert table[ord("d")] == -1 and table[-1] == -1  # the last slot: every larger code point
+    ascii_ids = tok.encode_to_array("cab \nbac")  # ASCII text: read as bytes
+    assert ascii_ids.dtype == np.uint32
+    assert ascii_ids.tolist() == tok.encode_to_array("cab \nbacé")[:-1].tolist()
+    assert ascii_ids.tolist() == [tok.stoi[c] for c in "cab \nbac"]
+    with pytest.raises(UnknownCharacterError, match="character 'z' at position 1"):
+        tok.encode_to_array("az")  # ASCII, inside the table
+    with pytest.raises(UnknownCharacterError, match="character '~' at position 0"):
+        tok.encode_to_array("~")  # ASCII, beyond the ASCII part of the table
+    assert issubclass(UnknownCharacterError, GptlabError)
 
 
 def test_char_unk_fallback():
@@ -364,6 +383,20 @@ def test_load_tokenizer_errors(tmp_path):
     bad.write_text('{"kind": "char", "format": 99, "chars": ["a"]}')
     with pytest.raises(GptlabError, match="format 99, newer than"):
         load_tokenizer(bad)
+
+
+def test_kinds_follow_the_tokenizer_kind_literal():
+    assert tuple(KINDS) == get_args(TokenizerKind) == ("char", "word", "gpt2", "bpe")
+    assert all(cls.name == kind for kind, cls in KINDS.items())
+
+
+def test_build_tokenizer_streams_text_blocks(tiny_text):
+    blocks = iter([tiny_text[:50], tiny_text[50:]])  # an iterator: read once, in order
+    assert build_tokenizer("char", text=blocks).chars == sorted(set(tiny_text))
+    words = build_tokenizer("word", text=iter([tiny_text]))
+    assert words.vocab_size == WordTokenizer.from_text(tiny_text).vocab_size
+    bpe = build_tokenizer("bpe", text=iter([tiny_text]), vocab_size=300)
+    assert bpe.encode(tiny_text) == BPETokenizer.train([tiny_text], 300).encode(tiny_text)
 
 
 def test_build_tokenizer(tmp_path, tiny_text):

@@ -250,14 +250,6 @@ def test_init_from_fine_tunes_existing_weights(data_dir, tmp_path):
     assert first_eval["val_loss"] == pytest.approx(base_last["val_loss"], abs=0.05)
 
 
-def test_keep_freed_memory_sets_glibc_malloc_on_linux():
-    import sys
-
-    from gptlab.train.runtime import keep_freed_memory
-
-    assert keep_freed_memory() is sys.platform.startswith("linux")
-
-
 def test_init_from_with_input_encodes_new_text_with_the_runs_tokenizer(tiny_text, tmp_path):
     """The README's fine-tune command: a char run, new text with fewer distinct characters."""
     base_data = make_dataset(tiny_text, tmp_path / "base-src")

@@ -15,6 +15,7 @@ from gptlab.train.config import (
     load_config_file,
     parse_text,
     resolve_config,
+    resolve_resume_config,
 )
 from gptlab.train.optim import (
     Float32Muon,
@@ -136,7 +137,8 @@ def test_parse_text_errors():
      ("beta2", 1.0, r"beta2=1.0 must be in \[0, 1\)"),
      ("min_lr", 1.0, "min_lr=1.0 is above learning_rate"),
      ("dtype", "int8", "dtype='int8' is not one of"),
-     ("optimizer", "sgd", "optimizer='sgd' is not one of: adamw, muon")],
+     ("optimizer", "sgd", "optimizer='sgd' is not one of: adamw, muon"),
+     ("tokenizer", "sp", "tokenizer='sp' is not one of: char, word, gpt2, bpe")],
 )
 def test_train_config_validation(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -189,29 +191,6 @@ def test_weight_decay_only_on_matrices():
 def test_configure_optimizer_uses_betas():
     opt = configure_optimizer(_tiny_gpt(), TrainConfig(beta1=0.8, beta2=0.95))
     assert opt.param_groups[0]["betas"] == (0.8, 0.95)
-
-
-def test_stacked_eval_equals_batch_by_batch():
-    """estimate_loss stacks eval batches into big forward calls: same mean as one by one."""
-    from gptlab.data import RandomBatches
-    from gptlab.train.evaluate import estimate_loss
-
-    torch.manual_seed(0)
-    model = _tiny_gpt()
-    tokens = torch.randint(0, 17, (500,))
-
-    def make(split):
-        return RandomBatches(tokens, split, batch_size=3, block_size=8, seed=7)
-
-    one_by_one = estimate_loss(model, make, 10, splits=("val",), tokens_per_forward=1)
-    stacked = estimate_loss(model, make, 10, splits=("val",), tokens_per_forward=3 * 8 * 4)
-    default = estimate_loss(model, make, 10, splits=("val",))  # all 10 batches in one call
-    batches = make("val")
-    expected = sum(model(*batches.get_batch())[1].item() for _ in range(10)) / 10
-    assert one_by_one["val"] == pytest.approx(expected, rel=1e-6)
-    assert stacked["val"] == pytest.approx(expected, rel=1e-5)
-    assert default["val"] == pytest.approx(expected, rel=1e-5)
-    assert model.training
 
 
 @pytest.mark.parametrize("attention", ["fused", "reference"])
@@ -340,3 +319,46 @@ def test_float32_muon_is_torch_muon_in_float32():
 def test_non_finite_or_out_of_range_numbers_are_refused(field, value, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_cpu_quick_and_speedrun_share_nanogpts_model_but_depth():
+    quick, speedrun = PRESETS["cpu-quick"].model, PRESETS["speedrun"].model
+    assert (quick["n_layer"], speedrun["n_layer"]) == (4, 3)
+    assert {k: v for k, v in quick.items() if k != "n_layer"} == \
+        {k: v for k, v in speedrun.items() if k != "n_layer"}
+    assert quick["activation"] == "gelu_exact" and quick["tie_weights"] is True
+
+
+def _saved_run(tmp_path, train=None):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    model = dict(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+    doc = {"model": model, "train": TrainConfig(max_iters=4, **(train or {})).to_dict()}
+    (run / "config.json").write_text(json.dumps(doc))
+    return run
+
+
+def test_resume_config_keeps_the_saved_settings_under_the_flags(tmp_path):
+    run = _saved_run(tmp_path, {"optimizer": "muon"})
+    model, train = resolve_resume_config(run, {"max_iters": 8, "dropout": 0.1})
+    assert model["n_layer"] == 2 and model["dropout"] == 0.1
+    assert train.max_iters == 8 and train.optimizer == "muon"
+    model, train = resolve_resume_config(run, {"n_layer": 2, "optimizer": "muon"})  # unchanged
+    assert model["n_layer"] == 2 and train.max_iters == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "preset", "config_path", "message"),
+    [({}, "lecture", None, "drop --preset and --config"),
+     ({}, None, "x.toml", "drop --preset and --config"),
+     ({"n_layer": 3}, None, None, "--n-layer cannot change when resuming"),
+     ({"optimizer": "muon"}, None, None, "--optimizer cannot change when resuming"),
+     ({"max_iter": 3}, None, None, "unknown setting 'max_iter'")],
+)
+def test_resume_config_refuses_what_the_checkpoint_cannot_follow(tmp_path, overrides, preset,
+                                                                 config_path, message):
+    run = _saved_run(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        resolve_resume_config(run, overrides, preset, config_path)

@@ -19,9 +19,10 @@ it):
 
 Weights files are written with `safetensors.torch.save_model` (tied weights are stored
 once and restored by `load_model`). Every file is written to a temporary name, fsynced and
-renamed, and a step folder appears under its final name only once complete, so a process
-killed at any moment leaves the previous checkpoint intact. Loading never executes code
-from a file: safetensors holds only tensors and `torch.load` runs with `weights_only=True`.
+renamed (`gptlab.files.atomic_write`), and a step folder appears under its final name only
+once complete, so a process killed at any moment leaves the previous checkpoint intact.
+Loading never executes code from a file: safetensors holds only tensors and `torch.load`
+runs with `weights_only=True` (`gptlab.files.safe_torch_load`).
 
 Public API:
     write_run(run_dir, model, tokenizer, ...)   create a run folder from weights alone
@@ -35,23 +36,35 @@ Foreign, corrupt or truncated files, and a tokenizer that does not fit the model
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from gptlab import __version__
+from gptlab.checks import is_int
 from gptlab.errors import GptlabError
-from gptlab.files import set_normal_mode
+from gptlab.files import (
+    atomic_copy,
+    atomic_link_or_copy,
+    atomic_write,
+    fsync_dir,
+    read_json,
+    safe_torch_load,
+    set_normal_mode,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from gptlab.model import GPT, ModelConfig
+    from gptlab.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -64,64 +77,9 @@ STATE_DIR = "state"
 TRAINER_STATE_FILE = "trainer.pt"
 _STEP_PREFIX = "step-"
 
-
-# ---------------------------------------------------------------------------- atomic io
-
-
-def fsync_dir(dir_path: Path) -> None:
-    """Make a rename inside `dir_path` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(dir_path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write `path` via `write(tmp_path)`, fsync, then rename over `path`.
-
-    Readers see either the old file or the complete new one, never a partial write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        set_normal_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (UTF-8)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write `obj` as indented JSON atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file; a missing or malformed file is a `GptlabError` naming it."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GptlabError(f"{path} not found: is this a gptlab run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GptlabError(f"{path} is not valid JSON ({exc}): the file is corrupt") from None
+# Which weights of a run to load: best.safetensors or model.safetensors.
+Which = Literal["best", "latest"]
+WHICH_WEIGHTS: tuple[str, ...] = get_args(Which)
 
 
 # ---------------------------------------------------------------------------- weights
@@ -177,18 +135,6 @@ def load_weights(path: Path, model: torch.nn.Module, device: str | torch.device 
             f"{path} does not fit this model's configuration ({first}); check that "
             f"{CONFIG_FILE} belongs to these weights"
         ) from None
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Atomically make `dst` a hard link to `src` (a copy where links are not possible)."""
-    def write(tmp: Path) -> None:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-
-    atomic_write(dst, write)
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -257,9 +203,9 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(state_root)
-    _link_or_copy(final / LATEST_WEIGHTS, run_dir / LATEST_WEIGHTS)
+    atomic_link_or_copy(final / LATEST_WEIGHTS, run_dir / LATEST_WEIGHTS)
     if is_best:
-        _link_or_copy(final / LATEST_WEIGHTS, run_dir / BEST_WEIGHTS)
+        atomic_link_or_copy(final / LATEST_WEIGHTS, run_dir / BEST_WEIGHTS)
     for old in _step_dirs(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in state_root.glob(f".{_STEP_PREFIX}*.tmp"):  # left by a killed process
@@ -291,16 +237,10 @@ def load_checkpoint(
         )
     load_weights(step_dir / LATEST_WEIGHTS, model, device)
     state_path = step_dir / TRAINER_STATE_FILE
-    try:
-        state = torch.load(state_path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise GptlabError(f"{state_path} is missing: the checkpoint is incomplete") from None
-    except Exception as exc:  # pickle/zip errors of many kinds: never a traceback for users
-        raise GptlabError(
-            f"{state_path} could not be read safely ({type(exc).__name__}): it is corrupt, "
-            "truncated or not a gptlab trainer state"
-        ) from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+    if not state_path.is_file():
+        raise GptlabError(f"{state_path} is missing: the checkpoint is incomplete")
+    state = safe_torch_load(state_path, what="trainer state", map_location=device)
+    if not isinstance(state, dict) or not is_int(state.get("step")):
         raise GptlabError(f"{state_path} is not a gptlab trainer state (no 'step')")
     opt_state = state.pop("optimizer", None)
     if optimizer is not None:
@@ -322,15 +262,15 @@ def load_checkpoint(
 class Run:
     """A loaded run folder: `model` (in eval mode), its `tokenizer` and the `config` dict."""
 
-    model: torch.nn.Module
-    tokenizer: Any
+    model: GPT
+    tokenizer: Tokenizer
     config: dict[str, Any]
     run_dir: Path
     weights_path: Path
 
 
 def run_config_dict(
-    model_config: Any,
+    model_config: ModelConfig | dict[str, Any],
     train_config: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -344,13 +284,13 @@ def run_config_dict(
     }
 
 
-def write_tokenizer(run_dir: Path, tokenizer: Any) -> None:
+def write_tokenizer(run_dir: Path, tokenizer: Tokenizer | str | os.PathLike[str]) -> None:
     """Store the tokenizer as RUN_DIR/tokenizer.json (from a tokenizer object or a file)."""
     dst = Path(run_dir) / TOKENIZER_FILE
     if isinstance(tokenizer, (str, os.PathLike)):
         src = Path(tokenizer)
         if src.resolve() != dst.resolve():
-            atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+            atomic_copy(src, dst)
     else:
         atomic_write(dst, lambda tmp: tokenizer.save(tmp))
 
@@ -358,7 +298,7 @@ def write_tokenizer(run_dir: Path, tokenizer: Any) -> None:
 def write_run(
     run_dir: Path,
     model: torch.nn.Module,
-    tokenizer: Any,
+    tokenizer: Tokenizer | str | os.PathLike[str],
     train_config: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
 ) -> Path:
@@ -380,7 +320,7 @@ def write_run(
     write_json(run_dir / CONFIG_FILE, run_config_dict(plain.config, train_config, data))
     write_tokenizer(run_dir, tokenizer)
     save_weights(run_dir / LATEST_WEIGHTS, plain)
-    _link_or_copy(run_dir / LATEST_WEIGHTS, run_dir / BEST_WEIGHTS)
+    atomic_link_or_copy(run_dir / LATEST_WEIGHTS, run_dir / BEST_WEIGHTS)
     return run_dir
 
 
@@ -391,14 +331,17 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         raise GptlabError(f"{run_dir} is a file, not a run folder: pass the run's folder")
     if not run_dir.is_dir():
         raise GptlabError(f"run folder {run_dir} does not exist: train with --out {run_dir} first")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise GptlabError(f"{run_dir / CONFIG_FILE} not found: is this a gptlab run folder?")
     config = read_json(run_dir / CONFIG_FILE)
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise GptlabError(f"{run_dir / CONFIG_FILE} has no 'model' section: not a gptlab run")
     return config
 
 
-def build_model(model_dict: dict[str, Any], where: Path) -> torch.nn.Module:
-    """A `GPT` from a ModelConfig dict; a bad dict is a GptlabError naming `where`."""
+def model_from_config(model_dict: dict[str, Any], where: Path | str) -> GPT:
+    """A new `GPT` (fresh weights) from a ModelConfig dict; a bad dict is a GptlabError
+    naming `where`."""
     from gptlab.model import GPT, ModelConfig
 
     try:
@@ -410,7 +353,7 @@ def build_model(model_dict: dict[str, Any], where: Path) -> torch.nn.Module:
     return GPT(config)
 
 
-def check_tokenizer_fits(tokenizer: Any, vocab_size: int, where: Path) -> None:
+def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int, where: Path) -> None:
     """A tokenizer fits a model when every id it produces is below the model's vocab_size."""
     if tokenizer.vocab_size > vocab_size:
         raise GptlabError(
@@ -421,7 +364,7 @@ def check_tokenizer_fits(tokenizer: Any, vocab_size: int, where: Path) -> None:
 
 def load_run(
     run_dir: Path,
-    which: Literal["best", "latest"] = "best",
+    which: Which = "best",
     device: str | torch.device = "cpu",
 ) -> Run:
     """Load a run folder's model (eval mode, on `device`), tokenizer and config.
@@ -434,11 +377,11 @@ def load_run(
     """
     from gptlab.tokenizers import load_tokenizer
 
-    if which not in ("best", "latest"):
-        raise GptlabError(f"which={which!r} is not one of: best, latest")
+    if which not in WHICH_WEIGHTS:
+        raise GptlabError(f"which={which!r} is not one of: {', '.join(WHICH_WEIGHTS)}")
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    model = build_model(config["model"], run_dir / CONFIG_FILE)
+    model = model_from_config(config["model"], run_dir / CONFIG_FILE)
     weights = run_dir / (BEST_WEIGHTS if which == "best" else LATEST_WEIGHTS)
     if which == "best" and not weights.exists():
         weights = run_dir / LATEST_WEIGHTS

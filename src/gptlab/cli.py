@@ -7,21 +7,34 @@ a traceback means a bug in gptlab.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gptlab import __version__
+from gptlab.commands import corpus, export, import_, plot, prepare, sample, serve, stats, train
+from gptlab.commands import eval as eval_  # as: not to shadow the builtin eval
 from gptlab.errors import GptlabError
 
-# Subcommand modules under gptlab.commands, in the order `gptlab --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "prepare", "corpus", "stats", "train", "sample", "eval", "plot", "import_", "export",
-    "serve",
-)
+# Every subcommand: its name → the function that adds its parser (which sets `func=run`).
+# `gptlab --help` lists them in this order. The modules import heavy libraries (torch, ...)
+# only inside their functions, so importing them all costs little.
+COMMANDS: dict[str, Callable[[Any], None]] = {
+    "prepare": prepare.add_parser,
+    "corpus": corpus.add_parser,
+    "stats": stats.add_parser,
+    "train": train.add_parser,
+    "sample": sample.add_parser,
+    "eval": eval_.add_parser,
+    "plot": plot.add_parser,
+    "import": import_.add_parser,
+    "export": export.add_parser,
+    "serve": serve.add_parser,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log debug messages to stderr"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"gptlab.commands.{name}").add_parser(subparsers)
+    for name, add_parser in COMMANDS.items():
+        add_parser(subparsers)
+        assert name in subparsers.choices, f"{add_parser.__module__} does not add {name!r}"
     return parser
 
 
@@ -61,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     exits 130 (training saves a checkpoint first; its own handler takes over while it runs).
     """
     try:
-        parser = build_parser()  # imports torch: a second or two in which Ctrl-C may come
+        parser = build_parser()  # imports torch: slow enough for a Ctrl-C to land here
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

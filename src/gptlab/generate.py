@@ -1,8 +1,11 @@
-"""Generation: sampling rules, a KV-cache engine and a streaming iterator.
+"""Generation: one sampling config, the sampling rule, and the seed's loop with a KV cache.
 
-`generate` returns the prompt and its continuation, `stream` yields new tokens as they are
-produced. Both drive any model with the `forward(idx) -> (logits, loss)` signature; a GPT
-gets the KV cache, other models (the bigram) the recompute loop over their context.
+`generate` returns the prompt and its continuation; `stream` yields the new tokens as
+they are produced. Both take their options as a `SamplingConfig` (`sampling=`) or as its
+fields by keyword, and both drive any model with the `forward(idx) -> (logits, loss)`
+signature: a GPT gets the KV cache, other models (the bigram) the recompute loop over
+their context. The loop itself is `_sample_loop`, seed 001's `generate`: logits of the
+last position → `sample_next_token` → append.
 
 Rules (each documented where it applies):
 - Empty prompt: every row starts from `start_token` (the seed starts from token 0), and
@@ -23,8 +26,9 @@ block_size, the cache gives exactly the cache-free result (same maths, one token
 step). Past block_size the cache-free loop (the seed's) crops to the last block_size
 tokens and re-runs them: every token's position and every layer's view of the window
 changes. With `exact=True` (the default) the engine then does the same recompute, so
-outputs stay identical to the seed's loop for every pos_encoding. `exact=False` is a
-faster approximation past the window:
+outputs stay identical to the seed's loop for every pos_encoding, at the price of a
+full-window forward per token. `exact=False` (`gptlab sample --no-exact`, the server's
+`"exact": false`) keeps one cached token per step past the window, as an approximation:
 - rope: a rolling cache (the newest token overwrites the oldest slot). RoPE makes cached
   keys position-independent, so this is exact *sliding-window attention*: each token
   attends to the previous block_size tokens at every layer. It equals the cropped
@@ -38,14 +42,96 @@ faster approximation past the window:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab.errors import GptlabError
+from gptlab.checks import is_int, is_number
+from gptlab.errors import ConfigError, GptlabError
 from gptlab.model.gpt import GPT
+
+SEED_LIMIT = 2**63  # seeds lie in [0, SEED_LIMIT): what torch.Generator.manual_seed takes
+
+
+class SamplingError(ConfigError):
+    """A bad `SamplingConfig` field. `field`, `value` and `rule` let a caller word the
+    message in its own terms (the CLI as `--top-p 1.5 must be in (0, 1]`)."""
+
+    def __init__(self, field: str, value: object, rule: str) -> None:
+        super().__init__(f"{field} {rule}, got {value!r}")
+        self.field, self.value, self.rule = field, value, rule
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to pick each new token; validated on construction (a bad field raises
+    `SamplingError`, a ConfigError naming the field and its rule).
+
+    Args:
+        temperature: divides the logits; 0 means greedy.
+        top_k: keep only the k most likely tokens (clamped to the vocabulary; None: all).
+        top_p: nucleus sampling threshold in (0, 1] (None or 1: no cut).
+        greedy: always take the most likely token.
+        seed: seeds a private generator for reproducible sampling, in [0, 2**63).
+        use_cache: use the KV cache (GPT only); False runs the seed's recompute loop.
+        stop_tokens: ids that end a row (see the module docstring for batches); any
+            iterable of ids, stored as a tuple.
+        start_token: the id an empty prompt starts from.
+        exact: past block_size, recompute the window so results equal the cache-free
+            loop (True), or use the faster rolling/restart approximation (False).
+        num_samples: continuations per prompt row (rows are repeated in place).
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+    seed: int | None = None
+    use_cache: bool = True
+    stop_tokens: tuple[int, ...] = ()
+    start_token: int = 0
+    exact: bool = True
+    num_samples: int = 1
+
+    def __post_init__(self) -> None:
+        rule = "must be a finite number >= 0 (0 means greedy)"
+        if not is_number(self.temperature) or not 0 <= self.temperature < math.inf:
+            raise SamplingError("temperature", self.temperature, rule)
+        if self.top_k is not None and not (is_int(self.top_k) and self.top_k >= 1):
+            raise SamplingError("top_k", self.top_k, "must be an integer >= 1 or None")
+        if self.top_p is not None and not (is_number(self.top_p) and 0 < self.top_p <= 1):
+            raise SamplingError("top_p", self.top_p, "must be in (0, 1]")
+        if self.seed is not None and not is_int(self.seed):
+            raise SamplingError("seed", self.seed, "must be an integer or None")
+        if self.seed is not None and not 0 <= self.seed < SEED_LIMIT:
+            raise SamplingError("seed", self.seed, "must be in [0, 2**63)")
+        for name in ("greedy", "use_cache", "exact"):
+            if not isinstance(getattr(self, name), bool):
+                raise SamplingError(name, getattr(self, name), "must be True or False")
+        try:
+            stops = () if self.stop_tokens is None else tuple(self.stop_tokens)
+        except TypeError:
+            raise SamplingError("stop_tokens", self.stop_tokens,
+                                "must be an iterable of token ids") from None
+        object.__setattr__(self, "stop_tokens", stops)  # frozen: store the normalised form
+        for token in stops:
+            if not (is_int(token) and token >= 0):
+                raise SamplingError("stop_tokens", token, "must be token ids (integers >= 0)")
+        if not (is_int(self.start_token) and self.start_token >= 0):
+            raise SamplingError("start_token", self.start_token,
+                                "must be a token id (an integer >= 0)")
+        if not (is_int(self.num_samples) and self.num_samples >= 1):
+            raise SamplingError("num_samples", self.num_samples, "must be an integer >= 1")
+
+    def new_generator(self, device: torch.device) -> torch.Generator | None:
+        """A generator seeded with `seed` (None without a seed: torch's global RNG)."""
+        if self.seed is None:
+            return None
+        return torch.Generator(device=device).manual_seed(self.seed)
 
 
 def sample_next_token(
@@ -76,19 +162,139 @@ def sample_next_token(
     # logits towards -inf instead of overflowing to nan
     logits = logits.double()
     logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # (B, V)
-    V = logits.shape[-1]
-    if top_k is not None and top_k < V:
+    if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1) k-th largest
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = F.softmax(logits, dim=-1).float()  # (B, V)
     if top_p is not None and top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V)
-        drop_sorted = mass_before >= top_p  # the most likely token always stays
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # vocab order
-        probs = probs.masked_fill(drop, 0.0)
-        probs = probs / probs.sum(dim=-1, keepdim=True)
+        probs = _nucleus(probs, top_p)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+
+
+def _nucleus(probs: Tensor, top_p: float) -> Tensor:
+    """probs (B, V) with all but the smallest most-likely set reaching `top_p` zeroed,
+    renormalised: [0.5, 0.3, 0.15, 0.05] with top_p 0.8 → [0.625, 0.375, 0, 0]."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V)
+    drop_sorted = mass_before >= top_p  # the most likely token always stays
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # vocab order
+    probs = probs.masked_fill(drop, 0.0)
+    return probs / probs.sum(dim=-1, keepdim=True)
+
+
+def generate(
+    model: nn.Module,
+    idx: Tensor | Sequence[int] | Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    sampling: SamplingConfig | None = None,
+    **options: Any,
+) -> Tensor:
+    """Continue each prompt row by up to `max_new_tokens` tokens.
+
+    Args:
+        model: a GPT (KV cache) or any model with forward(idx) -> (logits, loss) (e.g.
+            BigramLanguageModel); its train/eval mode is restored after every step.
+        idx: prompt ids: a (B, T) tensor, a (T,) tensor or list (one row), or nested
+            lists of equal length. T may exceed block_size (the model sees the last
+            block_size tokens); T == 0 starts every row from `start_token`.
+        max_new_tokens: tokens to add (>= 0).
+        sampling: how to sample (default: `SamplingConfig()`).
+        **options: `SamplingConfig` fields by keyword (temperature, top_k, top_p, greedy,
+            seed, use_cache, stop_tokens, start_token, exact, num_samples); they
+            override the fields of `sampling`.
+
+    Returns:
+        (B·num_samples, T + n) int64 ids on the model's device: the prompt (or the start
+        token) followed by n ≤ max_new_tokens new tokens (n < max_new_tokens only when
+        every row hit a stop token).
+    """
+    prompt, config = _start(model, idx, max_new_tokens, sampling, options)
+    new = [idx_next[:, None] for idx_next in _sample_loop(model, prompt, max_new_tokens, config)]
+    return torch.cat([prompt, *new], dim=1)  # (B, T + n)
+
+
+def stream(
+    model: nn.Module,
+    idx: Tensor | Sequence[int] | Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    sampling: SamplingConfig | None = None,
+    **options: Any,
+) -> Iterator[Tensor]:
+    """Yield the new tokens one step at a time, as they are produced.
+
+    Takes the same arguments as `generate` and checks them at once (before the first
+    step). Each step yields a (B,) int64 tensor, one new id per row — also when B == 1
+    (use `.item()`); rows that already stopped repeat their stop token. The prompt
+    (or the start token of an empty prompt) is not yielded.
+    """
+    prompt, config = _start(model, idx, max_new_tokens, sampling, options)
+    return _sample_loop(model, prompt, max_new_tokens, config)
+
+
+def _start(
+    model: nn.Module,
+    idx: Tensor | Sequence[int] | Sequence[Sequence[int]],
+    max_new_tokens: int,
+    sampling: SamplingConfig | None,
+    options: dict[str, Any],
+) -> tuple[Tensor, SamplingConfig]:
+    """Check the arguments of `generate` / `stream`: the (B·num_samples, T) prompt on the
+    model's device and the one SamplingConfig."""
+    if not is_int(max_new_tokens) or max_new_tokens < 0:
+        raise GptlabError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    config = SamplingConfig(**options) if sampling is None else replace(sampling, **options)
+    vocab_size = _vocab_size(model)
+    for token in config.stop_tokens:
+        _check_in_vocab("stop token", token, vocab_size)
+    return _prepare_prompt(idx, config, vocab_size, _model_device(model)), config
+
+
+def _sample_loop(
+    model: nn.Module, prompt: Tensor, max_new_tokens: int, config: SamplingConfig
+) -> Iterator[Tensor]:
+    """Seed 001's generate loop: the last position's logits → sample → append; yields
+    each step's (B,) new ids. `_Decoder` decides between KV cache and recompute."""
+    decoder = _Decoder(model, config.use_cache, config.exact)
+    generator = config.new_generator(prompt.device)
+    stops = _Stops(config.stop_tokens, prompt) if config.stop_tokens else None
+    B, T0 = prompt.shape
+    seq = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=prompt.device)
+    seq[:, :T0] = prompt
+    t, n_new = T0, T0  # tokens so far; how many of them the model has not seen yet
+    for _ in range(max_new_tokens):
+        logits = decoder.next_logits(seq[:, :t], n_new)  # (B, V) at the last position
+        idx_next = sample_next_token(logits, config.temperature, config.top_k, config.top_p,
+                                     config.greedy, generator)  # (B,)
+        if stops is not None:
+            idx_next = stops.update(idx_next)
+        seq[:, t] = idx_next  # append (into a buffer allocated once)
+        t, n_new = t + 1, 1
+        yield idx_next
+        if stops is not None and stops.all_finished():
+            return
+
+
+class _Stops:
+    """Which rows have sampled a stop token; a finished row repeats its stop token."""
+
+    def __init__(self, stop_tokens: tuple[int, ...], prompt: Tensor) -> None:
+        B, device = prompt.shape[0], prompt.device
+        self.ids = torch.tensor(stop_tokens, dtype=torch.long, device=device)
+        self.finished = torch.zeros(B, dtype=torch.bool, device=device)
+        self.fill = torch.zeros(B, dtype=torch.long, device=device)  # each row's stop token
+
+    def update(self, idx_next: Tensor) -> Tensor:
+        """idx_next (B,) with finished rows replaced by their stop token."""
+        idx_next = torch.where(self.finished, self.fill, idx_next)
+        hit = torch.isin(idx_next, self.ids) & ~self.finished
+        self.fill = torch.where(hit, idx_next, self.fill)
+        self.finished |= hit
+        return idx_next
+
+    def all_finished(self) -> bool:
+        return bool(self.finished.all())
 
 
 class _Decoder:
@@ -108,7 +314,7 @@ class _Decoder:
 
         Runs in eval mode (no dropout). A model in training mode is switched for the
         step and back; one already in eval mode is left alone, since switching walks every
-        module (~0.25 ms a token for the lecture model, 6% of a cached step).
+        module, a cost paid on every token.
         """
         if not self.model.training:
             return self._logits(seq, n_new)
@@ -165,18 +371,14 @@ def _vocab_size(model: nn.Module) -> int | None:
     return int(size) if size is not None else None
 
 
-def _check_id(name: str, value: object, vocab_size: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise GptlabError(f"{name} must be a token id (int), got {value!r}")
-    if value < 0 or (vocab_size is not None and value >= vocab_size):
-        raise GptlabError(f"{name}={value} is outside the vocabulary 0..{vocab_size - 1}")
-    return value
+def _check_in_vocab(name: str, token: int, vocab_size: int | None) -> None:
+    if vocab_size is not None and token >= vocab_size:
+        raise GptlabError(f"{name}={token} is outside the vocabulary 0..{vocab_size - 1}")
 
 
 def _prepare_prompt(
     idx: Tensor | Sequence[int] | Sequence[Sequence[int]],
-    start_token: int,
-    num_samples: int,
+    config: SamplingConfig,
     vocab_size: int | None,
     device: torch.device,
 ) -> Tensor:
@@ -201,153 +403,11 @@ def _prepare_prompt(
         )
     idx = idx.to(device=device, dtype=torch.long)
     if idx.shape[1] == 0:
-        start = _check_id("start_token", start_token, vocab_size)
-        idx = torch.full((idx.shape[0], 1), start, dtype=torch.long, device=device)
+        _check_in_vocab("start_token", config.start_token, vocab_size)
+        idx = torch.full((idx.shape[0], 1), config.start_token, dtype=torch.long, device=device)
     elif vocab_size is not None and (idx.min() < 0 or idx.max() >= vocab_size):
         bad = idx[(idx < 0) | (idx >= vocab_size)][0].item()
         raise GptlabError(f"prompt token id {bad} is outside the vocabulary 0..{vocab_size - 1}")
-    if num_samples != 1:
-        idx = idx.repeat_interleave(num_samples, dim=0)  # (B·num_samples, T)
+    if config.num_samples != 1:
+        idx = idx.repeat_interleave(config.num_samples, dim=0)  # (B·num_samples, T)
     return idx
-
-
-def _check_settings(
-    max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
-    num_samples: int,
-) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or (
-        max_new_tokens < 0
-    ):
-        raise GptlabError(f"max_new_tokens must be an integer ≥ 0, got {max_new_tokens!r}")
-    if not isinstance(temperature, int | float) or math.isnan(temperature) or temperature < 0:
-        raise GptlabError(
-            f"temperature must be ≥ 0 (0 means greedy), got {temperature!r}"
-        )
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise GptlabError(f"top_k must be an integer ≥ 1 or None, got {top_k!r}")
-    if top_p is not None and not (isinstance(top_p, int | float) and 0.0 < top_p <= 1.0):
-        raise GptlabError(f"top_p must be in (0, 1], got {top_p!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise GptlabError(f"num_samples must be an integer ≥ 1, got {num_samples!r}")
-
-
-def stream(
-    model: nn.Module,
-    idx: Tensor | Sequence[int] | Sequence[Sequence[int]],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-    seed: int | None = None,
-    use_cache: bool = True,
-    stop_tokens: Iterable[int] | None = None,
-    start_token: int = 0,
-    exact: bool = True,
-    num_samples: int = 1,
-) -> Iterator[Tensor]:
-    """Yield the new tokens one step at a time, as they are produced.
-
-    Takes the same arguments as `generate` and checks them at once (before the first
-    step). Each step yields a (B,) int64 tensor, one new id per row — also when B == 1
-    (use `.item()`); rows that already stopped repeat their stop token. The prompt
-    (or the start token of an empty prompt) is not yielded.
-    """
-    _check_settings(max_new_tokens, temperature, top_k, top_p, num_samples)
-    vocab_size = _vocab_size(model)
-    device = _model_device(model)
-    prompt = _prepare_prompt(idx, start_token, num_samples, vocab_size, device)
-    stops = None
-    if stop_tokens is not None:
-        ids = [_check_id("stop token", t, vocab_size) for t in stop_tokens]
-        stops = torch.tensor(ids, dtype=torch.long, device=device) if ids else None
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
-    decoder = _Decoder(model, use_cache, exact)
-    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
-    return _steps(decoder, prompt, max_new_tokens, sampling, generator, stops)
-
-
-def _steps(
-    decoder: _Decoder,
-    prompt: Tensor,
-    max_new_tokens: int,
-    sampling: dict,
-    generator: torch.Generator | None,
-    stops: Tensor | None,
-) -> Iterator[Tensor]:
-    B, T0 = prompt.shape
-    seq = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=prompt.device)
-    seq[:, :T0] = prompt
-    finished = torch.zeros(B, dtype=torch.bool, device=prompt.device)
-    fill = torch.zeros(B, dtype=torch.long, device=prompt.device)  # each row's stop token
-    t, n_new = T0, T0
-    for _ in range(max_new_tokens):
-        logits = decoder.next_logits(seq[:, :t], n_new)  # (B, V)
-        next_ids = sample_next_token(logits, generator=generator, **sampling)  # (B,)
-        if stops is not None:
-            next_ids = torch.where(finished, fill, next_ids)
-            hit = torch.isin(next_ids, stops) & ~finished
-            fill = torch.where(hit, next_ids, fill)
-            finished |= hit
-        seq[:, t] = next_ids
-        t, n_new = t + 1, 1
-        yield next_ids
-        if stops is not None and bool(finished.all()):
-            return
-
-
-def generate(
-    model: nn.Module,
-    idx: Tensor | Sequence[int] | Sequence[Sequence[int]],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-    seed: int | None = None,
-    use_cache: bool = True,
-    stop_tokens: Iterable[int] | None = None,
-    start_token: int = 0,
-    exact: bool = True,
-    num_samples: int = 1,
-) -> Tensor:
-    """Continue each prompt row by up to `max_new_tokens` tokens.
-
-    Args:
-        model: a GPT (KV cache) or any model with forward(idx) -> (logits, loss) (e.g.
-            BigramLanguageModel); its train/eval mode is restored after every step.
-        idx: prompt ids: a (B, T) tensor, a (T,) tensor or list (one row), or nested
-            lists of equal length. T may exceed block_size (the model sees the last
-            block_size tokens); T == 0 starts every row from `start_token`.
-        max_new_tokens: tokens to add (≥ 0).
-        temperature: divides the logits; 0 means greedy.
-        top_k: keep only the k most likely tokens (clamped to the vocabulary).
-        top_p: nucleus sampling threshold in (0, 1].
-        greedy: always take the most likely token.
-        seed: seeds a private generator for reproducible sampling.
-        use_cache: use the KV cache (GPT only); False runs the seed's recompute loop.
-        stop_tokens: ids that end a row (see the module docstring for batches).
-        start_token: the id an empty prompt starts from.
-        exact: past block_size, recompute the window so results equal the cache-free
-            loop (True), or use the faster rolling/restart approximation (False).
-        num_samples: continuations per prompt row (rows are repeated in place).
-
-    Returns:
-        (B·num_samples, T + n) int64 ids on the model's device: the prompt (or the start
-        token) followed by n ≤ max_new_tokens new tokens (n < max_new_tokens only when
-        every row hit a stop token).
-    """
-    vocab_size = _vocab_size(model)
-    device = _model_device(model)
-    _check_settings(max_new_tokens, temperature, top_k, top_p, num_samples)
-    prompt = _prepare_prompt(idx, start_token, num_samples, vocab_size, device)
-    steps = stream(
-        model, prompt, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        greedy=greedy, seed=seed, use_cache=use_cache, stop_tokens=stop_tokens,
-        start_token=start_token, exact=exact,
-    )
-    new = [ids[:, None] for ids in steps]  # n × (B, 1)
-    return torch.cat([prompt, *new], dim=1)  # (B, T + n)

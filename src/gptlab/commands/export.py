@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from gptlab.commands import add_option, new_command
+from gptlab.commands import add_option, new_command_with_kinds, new_kind, report_written
 
 DESCRIPTION = """\
 Write a gptlab model in another tool's format.
@@ -20,27 +19,25 @@ everywhere, tied head. Anything else is refused with the list of incompatible fi
 
 
 def add_parser(subparsers) -> None:
-    parser = new_command(
+    from gptlab.checkpoint import WHICH_WEIGHTS  # imports torch: not before it is needed
+
+    kinds = new_command_with_kinds(
         subparsers, "export", help="export a run as a Hugging Face GPT-2 folder",
         description=DESCRIPTION,
     )
-    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-    hf_parser = new_command(
+    hf_parser = new_kind(
         kinds, "hf", help="config.json + model.safetensors for transformers.GPT2LMHeadModel",
+        run=run_hf, out_help="folder to create",
     )
     hf_parser.add_argument("run_dir", type=Path, help="gptlab run folder")
-    add_option(hf_parser, "out", type=Path, required=True, help="folder to create")
     add_option(
-        hf_parser, "which", choices=("best", "latest"), default="best",
+        hf_parser, "which", choices=WHICH_WEIGHTS, default="best",
         help="which weights of the run to export",
     )
-    hf_parser.set_defaults(func=run_hf)
 
 
 def run_hf(args: argparse.Namespace) -> int:
     from gptlab.interop.runs import export_hf
 
     out_dir = export_hf(args.run_dir, args.out, which=args.which)
-    print(f"exported {args.run_dir} ({args.which}) to {out_dir}", file=sys.stderr)
-    print(out_dir)
-    return 0
+    return report_written(f"exported {args.run_dir} ({args.which}) to {out_dir}", out_dir)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from gptlab.commands import add_option, new_command
+from gptlab.commands import add_option, new_command_with_kinds, new_kind, report_written
 
 DESCRIPTION = """\
 Turn weights trained elsewhere into a gptlab run folder, ready for `gptlab sample`,
@@ -21,46 +20,39 @@ ever executed, and nothing is written to --out unless the import succeeds.
 
 
 def add_parser(subparsers) -> None:
-    parser = new_command(
+    kinds = new_command_with_kinds(
         subparsers, "import", help="import a Hugging Face GPT-2 or nanoGPT checkpoint",
         description=DESCRIPTION,
     )
-    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-
-    hf_parser = new_command(
+    hf_parser = new_kind(
         kinds, "hf", help="a Hugging Face GPT-2 folder, or gpt2/gpt2-medium/... from the HF cache",
+        run=run_hf, out_help="run folder to create",
     )
     hf_parser.add_argument(
         "source", help="folder with config.json + model.safetensors (or pytorch_model.bin), "
         "or gpt2, gpt2-medium, gpt2-large, gpt2-xl (looked up in the HF cache, offline)",
     )
-    add_option(hf_parser, "out", type=Path, required=True, help="run folder to create")
-    hf_parser.set_defaults(func=run_hf)
-
-    nano_parser = new_command(kinds, "nanogpt", help="a nanoGPT ckpt.pt (and meta.pkl)")
+    nano_parser = new_kind(
+        kinds, "nanogpt", help="a nanoGPT ckpt.pt (and meta.pkl)", run=run_nanogpt,
+        out_help="run folder to create",
+    )
     nano_parser.add_argument("ckpt", type=Path, help="nanoGPT's out_dir/ckpt.pt")
-    add_option(nano_parser, "out", type=Path, required=True, help="run folder to create")
     add_option(
         nano_parser, "meta", type=Path, default=None,
         help="the dataset's meta.pkl, for char-level models (read as plain data only); "
         "without it the GPT-2 tokenizer is used",
     )
-    nano_parser.set_defaults(func=run_nanogpt)
 
 
 def run_hf(args: argparse.Namespace) -> int:
     from gptlab.interop.runs import import_hf
 
     out_dir = import_hf(args.source, args.out)
-    print(f"imported {args.source} into {out_dir}", file=sys.stderr)
-    print(out_dir)
-    return 0
+    return report_written(f"imported {args.source} into {out_dir}", out_dir)
 
 
 def run_nanogpt(args: argparse.Namespace) -> int:
     from gptlab.interop.runs import import_nanogpt
 
     out_dir = import_nanogpt(args.ckpt, args.out, meta_path=args.meta)
-    print(f"imported {args.ckpt} into {out_dir}", file=sys.stderr)
-    print(out_dir)
-    return 0
+    return report_written(f"imported {args.ckpt} into {out_dir}", out_dir)

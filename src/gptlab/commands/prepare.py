@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import get_args
 
 from gptlab.commands import add_option, new_command
+from gptlab.data.reading import TextErrors
+from gptlab.tokenizers import TokenizerKind
 
 DESCRIPTION = """\
 Tokenize text into a dataset folder for `gptlab train`: train.bin and val.bin (raw
@@ -26,7 +29,7 @@ def add_parser(subparsers) -> None:
     p = new_command(
         subparsers, "prepare", help="tokenize text into a dataset folder", description=DESCRIPTION
     )
-    add_option(p, "tokenizer", choices=("char", "word", "gpt2", "bpe"), default="char",
+    add_option(p, "tokenizer", choices=get_args(TokenizerKind), default="char",
                help="tokenizer kind")
     add_option(p, "tokenizer_file", default=None, metavar="FILE",
                help="encode with this saved tokenizer instead (e.g. RUN_DIR/tokenizer.json, to "
@@ -40,7 +43,7 @@ def add_parser(subparsers) -> None:
     add_option(p, "clean", default=None, metavar="STEPS",
                help="comma-separated cleaning steps from nfc, nfkc, newlines, lower, seed, strip "
                "(seed 000's recipe: lower,seed,strip); None keeps the text as is")
-    add_option(p, "errors", choices=("strict", "replace"), default="strict",
+    add_option(p, "errors", choices=get_args(TextErrors), default="strict",
                help="invalid UTF-8: fail, or replace with U+FFFD")
     add_option(p, "block_size", type=int, default=None,
                help="fail unless both splits hold more than this many tokens")

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, TextIO
 
 from gptlab.commands import add_option, new_command
+
+if TYPE_CHECKING:
+    from gptlab.checkpoint import Run
+    from gptlab.generate import SamplingConfig
+    from gptlab.tokenizers import Tokenizer
 
 DESCRIPTION = """\
 Generate text from a run folder, streaming it to stdout as it is produced. stdout carries
@@ -15,6 +21,7 @@ messages go to stderr, so the output can be piped.
 examples:
   gptlab sample runs/quick --prompt "ROMEO:" --max-new-tokens 300
   gptlab sample runs/quick --num-samples 3 --temperature 0.8 --top-k 50 --seed 1
+  gptlab sample runs/quick --max-new-tokens 2000 --no-exact   # long: cached past block_size
 """
 
 
@@ -29,6 +36,11 @@ def add_parser(subparsers) -> None:
     add_option(p, "top_k", type=int, default=None, help="keep only the k likeliest tokens")
     add_option(p, "top_p", type=float, default=None, help="nucleus sampling threshold in (0, 1]")
     add_option(p, "greedy", action="store_true", help="always take the likeliest token")
+    add_option(p, "exact", action=argparse.BooleanOptionalAction, default=True,
+               help="past block_size, recompute the window per token as the seed's loop "
+                    "does; --no-exact keeps one cached token per step instead (faster; "
+                    "rope: sliding-window attention, learned/sinusoidal: restart from the "
+                    "last half window)")
     add_option(p, "seed", type=int, default=None, help="seed for reproducible samples")
     add_option(p, "num_samples", type=int, default=1, help="how many samples")
     add_option(p, "which", choices=("best", "latest"), default="best",
@@ -37,26 +49,31 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _check(args: argparse.Namespace) -> None:
+def _sampling_config(args: argparse.Namespace) -> SamplingConfig:
+    """The first sample's SamplingConfig (sample i uses seed + i); a bad value is a
+    ConfigError that names the flag: `--top-p 1.5 must be in (0, 1]`."""
+    from dataclasses import replace
+
     from gptlab.errors import ConfigError
+    from gptlab.generate import SamplingConfig, SamplingError
 
     if args.max_new_tokens < 0:
         raise ConfigError(f"--max-new-tokens {args.max_new_tokens} must be >= 0")
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples {args.num_samples} must be >= 1")
-    if not 0 <= args.temperature < float("inf"):  # also refuses nan
-        raise ConfigError(
-            f"--temperature {args.temperature} must be a finite number >= 0 (0 means greedy)"
-        )
-    if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_samples:
-        raise ConfigError(f"--seed {args.seed} must be in [0, 2**63)")
-    if args.top_k is not None and args.top_k < 1:
-        raise ConfigError(f"--top-k {args.top_k} must be >= 1")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise ConfigError(f"--top-p {args.top_p} must be in (0, 1]")
+    try:
+        config = SamplingConfig(temperature=args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, greedy=args.greedy, seed=args.seed,
+                                exact=args.exact)
+        if args.seed is not None:  # the last sample's seed must be valid too
+            replace(config, seed=args.seed + args.num_samples - 1)
+    except SamplingError as exc:
+        flag = "--" + exc.field.replace("_", "-")
+        raise ConfigError(f"{flag} {getattr(args, exc.field)} {exc.rule}") from None
+    return config
 
 
-def _prompt_ids(tokenizer, prompt: str) -> list[int]:
+def _prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
     if prompt:
         ids = tokenizer.encode(prompt)
         if ids:
@@ -72,24 +89,25 @@ def _prompt_ids(tokenizer, prompt: str) -> list[int]:
         return [0]
 
 
-def stream_sample(run, args: argparse.Namespace, seed: int | None, out=None) -> None:
+def stream_sample(
+    run: Run, prompt: str, max_new_tokens: int, sampling: SamplingConfig, out: TextIO | None = None
+) -> None:
     """Write prompt + continuation to `out` (default stdout) as tokens arrive."""
     import torch
 
-    out = out or sys.stdout
     from gptlab.generate import stream
 
+    out = out or sys.stdout
     tok = run.tokenizer
-    ids = _prompt_ids(tok, args.prompt)
+    ids = _prompt_ids(tok, prompt)
     device = next(run.model.parameters()).device
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, t)
-    out.write(args.prompt)
+    out.write(prompt)
     out.flush()
     prefix = tok.decode(ids)
     new: list[int] = []
     written = 0
-    for token in stream(run.model, idx, args.max_new_tokens, temperature=args.temperature,
-                        top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, seed=seed):
+    for token in stream(run.model, idx, max_new_tokens, sampling=sampling):
         new.append(int(token.item()))
         text = tok.decode(ids + new)[len(prefix):]
         if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
@@ -103,14 +121,16 @@ def stream_sample(run, args: argparse.Namespace, seed: int | None, out=None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from gptlab.checkpoint import load_run
-    from gptlab.train.runtime import resolve_device
+    from dataclasses import replace
 
-    _check(args)
+    from gptlab.checkpoint import load_run
+    from gptlab.runtime import resolve_device
+
+    sampling = _sampling_config(args)
     run_ = load_run(args.run_dir, which=args.which, device=resolve_device(args.device))
     for i in range(args.num_samples):
         if i:
             sys.stdout.write("---\n")
         seed = None if args.seed is None else args.seed + i
-        stream_sample(run_, args, seed)
+        stream_sample(run_, args.prompt, args.max_new_tokens, replace(sampling, seed=seed))
     return 0

@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
             f"gptlab serve needs the serve extra ({exc.name} is missing): "
             "pip install 'gptlab[serve]'"
         ) from None
+    from gptlab.runtime import resolve_device
     from gptlab.serve.engine import ModelEngine
-    from gptlab.train.runtime import resolve_device
 
     device = resolve_device(args.device)  # a bad --device is named, not blamed on the weights
     engine = ModelEngine.from_run_dir(args.run_dir, which=args.checkpoint, device=device)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import get_args
 
 from gptlab.commands import add_option, new_command
 from gptlab.errors import GptlabError
+from gptlab.tokenizers import Tokenizer, TokenizerKind
 
 DESCRIPTION = """\
 Print characters, bytes, lines and distinct characters of text files (joined in order),
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> None:
     p = new_command(subparsers, "stats", help="corpus statistics", description=DESCRIPTION)
     p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="UTF-8 text files")
     add_option(p, "tokenizer", default=None, metavar="KIND_OR_JSON",
-               help="char, word, gpt2, bpe, or a saved tokenizer .json file")
+               help=f"{', '.join(get_args(TokenizerKind))}, or a saved tokenizer .json file")
     add_option(p, "vocab_size", type=int, default=None, help="bpe vocabulary size (bpe only)")
     add_option(p, "clean", default=None, metavar="STEPS",
                help="comma-separated cleaning steps applied first (nfc,nfkc,newlines,lower,"
@@ -42,15 +44,16 @@ def read_utf8(path: Path) -> str:
     return text
 
 
-def _tokenizer(spec: str, text: str, vocab_size: int | None):
-    from gptlab.tokenizers import KINDS, build_tokenizer, load_tokenizer
+def _tokenizer(spec: str, text: str, vocab_size: int | None) -> Tokenizer:
+    from gptlab.tokenizers import build_tokenizer, load_tokenizer
 
-    if spec in KINDS:
+    kinds = get_args(TokenizerKind)
+    if spec in kinds:
         return build_tokenizer(spec, text=text, vocab_size=vocab_size)
     if spec.endswith(".json") or Path(spec).is_file():
         return load_tokenizer(spec)
     raise GptlabError(
-        f"--tokenizer {spec!r} is neither a kind ({', '.join(KINDS)}) nor a tokenizer .json file"
+        f"--tokenizer {spec!r} is neither a kind ({', '.join(kinds)}) nor a tokenizer .json file"
     )
 
 

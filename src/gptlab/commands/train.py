@@ -7,8 +7,9 @@ import dataclasses
 import shutil
 import sys
 import time
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gptlab.commands import add_option, new_command
 from gptlab.errors import ConfigError, GptlabError
@@ -31,38 +32,30 @@ examples:
 """
 
 
-_MODEL_HELP = {
-    "vocab_size": "model: vocabulary size (None: the dataset tokenizer's)",
-    "block_size": "model: context length in tokens",
-    "n_layer": "model: transformer blocks",
-    "n_head": "model: attention heads per block",
-    "n_embd": "model: channels of the residual stream",
-    "dropout": "model: dropout probability",
-    "bias": "model: biases in linear layers and LayerNorms",
-    "qkv_bias": "model: biases on the query/key/value projection",
-    "activation": "model: relu or gelu",
-    "pos_encoding": "model: learned, sinusoidal or rope",
-    "tie_weights": "model: share the token embedding with lm_head",
-    "attention": "model: fused (scaled_dot_product_attention) or reference (per-head)",
-}
-
-
 def _setting_fields() -> list[tuple[str, Any, str, Any]]:
-    """(name, type, help, built-in default) for every ModelConfig and TrainConfig field."""
+    """(name, type, help, built-in default) for every ModelConfig and TrainConfig field.
+
+    The help texts sit on the fields, as `metadata["help"]`.
+    """
     from gptlab.train.config import TrainConfig, field_types, model_config_class
 
     out = []
     for cls in (model_config_class(), TrainConfig):
         types = field_types(cls)
         for f in dataclasses.fields(cls):
-            help_text = f.metadata.get("help") or _MODEL_HELP.get(f.name, "model setting")
+            help_text = f.metadata["help"]
             default = None if f.default is dataclasses.MISSING else f.default
             out.append((f.name, types[f.name], help_text, default))
     return out
 
 
-def _is_bool(tp: Any) -> bool:
-    return tp is bool
+def _metavar(name: str, tp: Any) -> dict[str, Any]:
+    """How a setting's flag shows its value: BOOL, {choice,...} for a Literal, else NAME."""
+    if tp is bool:
+        return dict(nargs="?", const="true", metavar="BOOL")
+    if typing.get_origin(tp) is Literal:  # checked by parse_text, in one line
+        return dict(metavar="{" + ",".join(map(str, typing.get_args(tp))) + "}")
+    return dict(metavar=name.upper())
 
 
 def add_parser(subparsers) -> None:
@@ -86,9 +79,8 @@ def add_parser(subparsers) -> None:
         "settings", f"model and training settings (values shown are {DEFAULT_PRESET}'s)")
     for name, tp, help_text, default in _setting_fields():
         shown = f" [{base.get(name, default)}]"
-        extra = dict(nargs="?", const="true", metavar="BOOL") if _is_bool(tp) else \
-            dict(metavar=name.upper())
-        add_option(group, name, default=argparse.SUPPRESS, help=help_text + shown, **extra)
+        add_option(group, name, default=argparse.SUPPRESS, help=help_text + shown,
+                   **_metavar(name, tp))
     p.set_defaults(func=run)
 
 
@@ -106,32 +98,10 @@ def _print_presets() -> None:
         print(f"{preset.name}\n  {preset.description}\n  source: {preset.source}")
 
 
-def _resume_settings(run_dir: Path, overrides: dict[str, Any], args) -> tuple[dict, Any]:
-    from gptlab.checkpoint import read_run_config
-    from gptlab.train.config import TrainConfig, split_settings
-
-    if args.preset or args.config:
-        raise ConfigError("--resume continues with the run's saved settings: drop --preset "
-                          "and --config (pass changes as flags, e.g. --max-iters)")
-    saved = read_run_config(run_dir)
-    over_model, over_train = split_settings(overrides, "command line")
-    changed = sorted(k for k, v in over_model.items()
-                     if k != "dropout" and saved["model"].get(k) != v)
-    if changed:
-        raise ConfigError(f"--{changed[0].replace('_', '-')} cannot change when resuming "
-                          "(the weights have that shape): start a new run instead")
-    saved_optimizer = saved.get("train", {}).get("optimizer", "adamw")
-    if over_train.get("optimizer", saved_optimizer) != saved_optimizer:
-        raise ConfigError(f"--optimizer cannot change when resuming (the run's optimizer "
-                          f"state is {saved_optimizer}'s): start a new run, or --init-from "
-                          "this run's weights")
-    model = {**saved["model"], **over_model}
-    return model, TrainConfig.from_dict({**saved.get("train", {}), **over_train})
-
-
 def run(args: argparse.Namespace) -> int:
+    from gptlab.runtime import keep_freed_memory, resolve_device
     from gptlab.train import resolve_config, train
-    from gptlab.train.runtime import keep_freed_memory, resolve_device
+    from gptlab.train.config import resolve_resume_config
 
     if args.list_presets:
         _print_presets()
@@ -141,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR naming the run to continue")
         run_dir = Path(args.out)
-        model, config = _resume_settings(run_dir, overrides, args)
+        model, config = resolve_resume_config(
+            run_dir, overrides, args.preset, Path(args.config) if args.config else None)
     else:
         name, model, config = resolve_config(
             args.preset, Path(args.config) if args.config else None, overrides)

@@ -17,7 +17,8 @@ from gptlab.data.corpus import (
     list_corpora,
     resolve_sources,
 )
-from gptlab.data.prepare import load_meta, load_split, prepare, token_dtype
+from gptlab.data.dataset import load_meta, load_split, token_dtype
+from gptlab.data.prepare import prepare
 
 if TYPE_CHECKING:
     from gptlab.data.batching import RandomBatches, SlidingWindowDataset, create_dataloader
@@ -26,7 +27,7 @@ _BATCHING = ("RandomBatches", "SlidingWindowDataset", "create_dataloader")
 
 
 def __getattr__(name: str):
-    # Batching needs torch (~200 MB of RSS to import); prepare does not, so load it lazily.
+    # Batching needs torch, a heavy import that prepare does not need: load it lazily.
     if name in _BATCHING:
         from gptlab.data import batching
 

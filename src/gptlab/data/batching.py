@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,12 @@ from torch.utils.data import DataLoader, Dataset
 from gptlab.errors import GptlabError
 
 TokenIds = Sequence[int] | np.ndarray | torch.Tensor
+
+
+class TextEncoder(Protocol):
+    """A gptlab `Tokenizer`, or anything else with `encode` (seed 002 passes tiktoken's)."""
+
+    def encode(self, text: str) -> list[int]: ...
 
 
 def _as_array(tokens: TokenIds) -> np.ndarray | torch.Tensor:
@@ -58,7 +64,7 @@ class RandomBatches:
         seed: int | None = None,
     ) -> None:
         if isinstance(data, (str, os.PathLike)):
-            from gptlab.data.prepare import load_split
+            from gptlab.data.dataset import load_split
 
             self.data = load_split(Path(data), split)
             where = f"{data} ({split})"
@@ -147,7 +153,7 @@ class SlidingWindowDataset(Dataset):
 
 def create_dataloader(
     text_or_ids: str | TokenIds,
-    tokenizer: Any = None,
+    tokenizer: TextEncoder | None = None,
     batch_size: int = 4,
     max_length: int = 256,
     stride: int = 128,

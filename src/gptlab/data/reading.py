@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +25,7 @@ from gptlab.files import check_not_binary
 
 logger = logging.getLogger(__name__)
 
+TextErrors = Literal["strict", "replace"]  # invalid UTF-8: fail, or substitute U+FFFD
 SCAN_BLOCK = 1 << 22  # 4 MiB
 _MAX_CARRY = 1 << 26  # past 64 MiB without a newline cut, also cut between words
 # Visible ASCII and ASCII letters, as bytes values (ints) and as 1-char strings, so that

@@ -9,23 +9,22 @@ Config mapping (GPT-2 name → gptlab `ModelConfig` field):
 `vocab_size` → vocab_size, `n_positions` → block_size, `n_layer`, `n_head`, `n_embd` → same,
 `resid_pdrop` → dropout, `activation_function` "gelu_new"/"gelu_pytorch_tanh" (GPT-2's tanh
 approximation) → "gelu" and "gelu" (exact, erf) → "gelu_exact", `tie_word_embeddings` →
-tie_weights; GPT-2 always has
-learned positions and biases everywhere. The weight mapping is in `gptlab.interop.layout`.
+tie_weights; GPT-2 always has learned positions and biases everywhere. The weight mapping
+is in `gptlab.interop.layout`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gptlab.errors import GptlabError
+from gptlab.files import atomic_write, read_json, safe_torch_load, write_json
 from gptlab.interop import layout
 
 logger = logging.getLogger(__name__)
@@ -77,37 +76,8 @@ def model_fields_from_hf_config(hf_config: dict[str, Any], source: str) -> dict[
             f"{source} has model_type {model_type!r}; gptlab imports only GPT-2 checkpoints "
             "(model_type 'gpt2')"
         )
-    try:
-        n_embd, n_head = int(hf_config["n_embd"]), int(hf_config["n_head"])
-        fields = {
-            "vocab_size": int(hf_config["vocab_size"]),
-            "block_size": int(hf_config["n_positions"]),
-            "n_layer": int(hf_config["n_layer"]),
-            "n_head": n_head,
-            "n_embd": n_embd,
-        }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GptlabError(f"{source} lacks a valid GPT-2 size field ({exc})") from None
-    activation = hf_config.get("activation_function", "gelu_new")
-    checks = {
-        "activation_function": (activation in _ACTIVATIONS_IN, activation),
-        "n_inner": (hf_config.get("n_inner") in (None, 4 * n_embd), hf_config.get("n_inner")),
-        "layer_norm_epsilon": (
-            math.isclose(float(hf_config.get("layer_norm_epsilon", LAYER_NORM_EPS)),
-                         LAYER_NORM_EPS, rel_tol=1e-6),
-            hf_config.get("layer_norm_epsilon"),
-        ),
-        "scale_attn_weights": (hf_config.get("scale_attn_weights", True) is True,
-                               hf_config.get("scale_attn_weights")),
-        "scale_attn_by_inverse_layer_idx": (
-            not hf_config.get("scale_attn_by_inverse_layer_idx", False),
-            hf_config.get("scale_attn_by_inverse_layer_idx"),
-        ),
-        "add_cross_attention": (not hf_config.get("add_cross_attention", False),
-                                hf_config.get("add_cross_attention")),
-        "n_embd % n_head": (n_head > 0 and n_embd % n_head == 0, f"{n_embd} % {n_head}"),
-    }
-    bad = [f"{name}={value!r}" for name, (ok, value) in checks.items() if not ok]
+    fields: dict[str, Any] = layout.size_fields(hf_config, source, block_size_key="n_positions")
+    bad = _settings_gptlab_cannot_compute(hf_config, fields["n_embd"], fields["n_head"])
     if bad:
         raise GptlabError(
             f"{source} uses GPT-2 settings gptlab cannot reproduce exactly: {', '.join(bad)}"
@@ -116,11 +86,35 @@ def model_fields_from_hf_config(hf_config: dict[str, Any], source: str) -> dict[
         dropout=float(hf_config.get("resid_pdrop", 0.0)),
         bias=True,
         qkv_bias=True,
-        activation=_ACTIVATIONS_IN[activation],
+        activation=_ACTIVATIONS_IN[hf_config.get("activation_function", "gelu_new")],
         pos_encoding="learned",
         tie_weights=bool(hf_config.get("tie_word_embeddings", True)),
     )
     return fields
+
+
+def _settings_gptlab_cannot_compute(
+    hf_config: dict[str, Any], n_embd: int, n_head: int
+) -> list[str]:
+    """`name=value` of each GPT-2 setting whose value gptlab's GPT does not implement."""
+    get = hf_config.get
+    activation = get("activation_function", "gelu_new")
+    epsilon = float(get("layer_norm_epsilon", LAYER_NORM_EPS))
+    checks = {
+        "activation_function": (activation in _ACTIVATIONS_IN, activation),
+        "n_inner": (get("n_inner") in (None, 4 * n_embd), get("n_inner")),
+        "layer_norm_epsilon": (
+            math.isclose(epsilon, LAYER_NORM_EPS, rel_tol=1e-6), get("layer_norm_epsilon"),
+        ),
+        "scale_attn_weights": (get("scale_attn_weights", True) is True,
+                               get("scale_attn_weights")),
+        "scale_attn_by_inverse_layer_idx": (not get("scale_attn_by_inverse_layer_idx", False),
+                                            get("scale_attn_by_inverse_layer_idx")),
+        "add_cross_attention": (not get("add_cross_attention", False),
+                                get("add_cross_attention")),
+        "n_embd % n_head": (n_head > 0 and n_embd % n_head == 0, f"{n_embd} % {n_head}"),
+    }
+    return [f"{name}={value!r}" for name, (ok, value) in checks.items() if not ok]
 
 
 def hf_config_from_model_fields(fields: dict[str, Any], *, gpt2_tokenizer: bool) -> dict[str, Any]:
@@ -258,10 +252,7 @@ def read_hf_dir(hf_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     config_path = hf_dir / "config.json"
     if not config_path.is_file():
         raise GptlabError(f"{hf_dir} has no config.json: not a Hugging Face model folder")
-    try:
-        hf_config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GptlabError(f"{config_path} is not valid JSON ({exc})") from None
+    hf_config = read_json(config_path)
     if not isinstance(hf_config, dict):
         raise GptlabError(f"{config_path} is not a JSON object")
     fields = model_fields_from_hf_config(hf_config, str(config_path))
@@ -314,28 +305,20 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
     """Load a PyTorch state dict with `weights_only=True`: no pickled code ever runs."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GptlabError(
-            f"{path} holds pickled objects other than tensors ({first}); gptlab never runs "
-            "pickled code: convert it to model.safetensors in an environment you trust"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise GptlabError(
-            f"cannot read {path}: truncated or corrupt file ({exc}); download it again"
-        ) from None
+    state = safe_torch_load(
+        path, corrupt_fix="download it again",
+        refused_fix="Convert it to model.safetensors in an environment you trust",
+    )
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise GptlabError(f"{path} is not a state dict (a mapping of names to tensors)")
     return state
 
 
 def _read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
-    try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise GptlabError(f"{index_path} is not a safetensors index ({exc})") from None
+    index = read_json(index_path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):
+        raise GptlabError(f"{index_path} is not a safetensors index (no 'weight_map')")
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = index_path.parent / shard
@@ -352,5 +335,8 @@ def write_hf_dir(
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
-    save_file(hf_state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    write_json(out_dir / "config.json", hf_config)
+    atomic_write(
+        out_dir / "model.safetensors",
+        lambda tmp: save_file(hf_state, str(tmp), metadata={"format": "pt"}),
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -34,6 +35,30 @@ CONV1D_SUFFIXES: tuple[str, ...] = (
 
 # Causal-mask buffers some GPT-2 files carry: `h.0.attn.bias` (not `h.0.attn.c_attn.bias`).
 _MASK_BUFFER = re.compile(r"^(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$")
+
+
+def size_fields(
+    config: Mapping[str, Any], source: str, *, block_size_key: str = "block_size"
+) -> dict[str, int]:
+    """The five sizes of a GPT-2-style model from its config, as ModelConfig fields.
+
+    Args:
+        config: a parsed config (HF config.json, nanoGPT's model_args).
+        source: the file it came from, for the message.
+        block_size_key: the config's name for block_size (HF says `n_positions`).
+
+    Returns:
+        {"vocab_size", "block_size", "n_layer", "n_head", "n_embd"} as ints.
+
+    Raises:
+        GptlabError: a size is missing or not a number.
+    """
+    keys = {"vocab_size": "vocab_size", "block_size": block_size_key, "n_layer": "n_layer",
+            "n_head": "n_head", "n_embd": "n_embd"}
+    try:
+        return {field: int(config[key]) for field, key in keys.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GptlabError(f"{source} lacks a valid GPT-2 size field ({exc})") from None
 
 
 def expected_shapes(

@@ -15,7 +15,6 @@ built-in containers and scalars (dict, list, str, int, ...) can appear.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import pickle
@@ -24,7 +23,9 @@ from typing import Any
 
 import torch
 
+from gptlab.checks import is_int
 from gptlab.errors import GptlabError
+from gptlab.files import safe_torch_load
 from gptlab.interop import layout
 
 logger = logging.getLogger(__name__)
@@ -57,11 +58,7 @@ def read_nanogpt_checkpoint(ckpt_path: Path) -> tuple[dict[str, Any], dict[str, 
     if missing:
         raise GptlabError(f"{ckpt_path}: model_args lacks {', '.join(missing)}")
     fields = {
-        "vocab_size": int(args["vocab_size"]),
-        "block_size": int(args["block_size"]),
-        "n_layer": int(args["n_layer"]),
-        "n_head": int(args["n_head"]),
-        "n_embd": int(args["n_embd"]),
+        **layout.size_fields(args, f"{ckpt_path}: model_args"),
         "dropout": float(args.get("dropout", 0.0)),
         "bias": bool(args["bias"]),
         "qkv_bias": bool(args["bias"]),
@@ -86,21 +83,11 @@ def read_nanogpt_checkpoint(ckpt_path: Path) -> tuple[dict[str, Any], dict[str, 
 def _load_checkpoint(ckpt_path: Path) -> Any:
     if not ckpt_path.is_file():
         raise GptlabError(f"{ckpt_path} does not exist; pass nanoGPT's out_dir/ckpt.pt")
-    try:
-        allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-        with allow(_numpy_scalar_globals()) if allow else contextlib.nullcontext():
-            return torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GptlabError(
-            f"{ckpt_path} holds pickled objects beyond tensors and plain data ({first}); "
-            "gptlab never runs pickled code. If you trust the file, re-save only "
-            "{'model': ckpt['model'], 'model_args': ckpt['model_args']} with torch.save"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise GptlabError(
-            f"cannot read {ckpt_path}: truncated or corrupt checkpoint ({exc})"
-        ) from None
+    return safe_torch_load(
+        ckpt_path, what="checkpoint", allowed_globals=_numpy_scalar_globals(),
+        refused_fix="If you trust the file, re-save only "
+        "{'model': ckpt['model'], 'model_args': ckpt['model_args']} with torch.save",
+    )
 
 
 def _numpy_scalar_globals() -> list[Any]:
@@ -186,7 +173,7 @@ def read_nanogpt_meta(meta_path: Path) -> list[str]:
         raise GptlabError(f"{meta_path} needs the keys vocab_size and itos of nanoGPT's prepare.py")
     vocab_size, itos = meta["vocab_size"], meta["itos"]
     ok = (
-        isinstance(vocab_size, int)
+        is_int(vocab_size)
         and isinstance(itos, dict)
         and sorted(itos) == list(range(vocab_size))
         and all(isinstance(c, str) and c for c in itos.values())

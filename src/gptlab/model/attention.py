@@ -1,15 +1,16 @@
-"""Causal multi-head self-attention, two implementations with identical parameters.
-
-Both hold `c_attn` (nn.Linear(C, 3C): rows are the queries of heads 0..nh-1, then the
-keys, then the values, as in GPT-2) and `c_proj` (nn.Linear(C, C)), so a state dict saved
-from one loads into the other.
+"""Causal multi-head self-attention, two implementations with the same state dict.
 
 - `CausalSelfAttention` ("fused"): one matmul for q, k, v of all heads and
   `torch.nn.functional.scaled_dot_product_attention`; the fast default.
-- `ReferenceSelfAttention` ("reference"): the lecture's per-head `Head` modules (seed 001)
-  that build the affinities q·kᵀ/√hs, mask the future with an explicit `tril`, softmax and
-  aggregate the values, then concatenate the heads. Each head reads its own rows of
-  `c_attn`, which is exactly the lecture's separate key/query/value Linear layers.
+- `MultiHeadAttention` ("reference"; also named `ReferenceSelfAttention`): the lecture's
+  (seed 001) `Head` modules, each with its own `key`, `query` and `value` Linear and a
+  `tril` mask, run side by side, concatenated and projected.
+
+Checkpoints are interchangeable. Both save GPT-2's keys: `c_attn` (C → 3C; rows are the
+queries of heads 0..nh-1, then the keys, then the values) and `c_proj` (C → C). The
+reference module's heads hold those rows as their own Linear layers, and the helper pair
+`fuse_head_weights` / `split_head_weights` converts between the two layouts when a state
+dict is saved or loaded.
 
 One deliberate difference from the seed: the seed scales the affinities by C**-0.5 with
 C = n_embd; scaled dot-product attention (Vaswani et al. 2017, §3.2.1) scales by
@@ -18,6 +19,8 @@ C = n_embd; scaled dot-product attention (Vaswani et al. 2017, §3.2.1) scales b
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,6 +28,8 @@ from torch import Tensor, nn
 from gptlab.model.cache import KVCache
 from gptlab.model.config import ModelConfig
 from gptlab.model.positional import RotaryEmbedding
+
+QKV = ("query", "key", "value")  # the order of c_attn's three row blocks (GPT-2's)
 
 
 def _rope_cos_sin(
@@ -64,8 +69,8 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         cos_sin = _rope_cos_sin(rope, kv_cache, T)
         if cos_sin is not None:
-            q = RotaryEmbedding.rotate(q, *cos_sin)
-            k = RotaryEmbedding.rotate(k, *cos_sin)
+            q = RotaryEmbedding.rotate(q, *cos_sin)  # (B, nh, T, hs)
+            k = RotaryEmbedding.rotate(k, *cos_sin)  # (B, nh, T, hs)
         mask, is_causal = None, T > 1
         if kv_cache is not None:
             k, v = kv_cache.write(self.layer_idx, k, v)  # (B, nh, L, hs)
@@ -74,7 +79,7 @@ class CausalSelfAttention(nn.Module):
                 is_causal = False  # the newest token sees every cached one
             elif L > T:
                 # queries are the last T of L positions: query i sees keys ≤ L - T + i
-                mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)
+                mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)  # (T, L)
                 is_causal = False
         dropout_p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(
@@ -85,66 +90,26 @@ class CausalSelfAttention(nn.Module):
 
 
 class Head(nn.Module):
-    """One head of causal self-attention, as in the lecture; its weights live in c_attn."""
+    """One head of causal self-attention: seed 001's `Head`, plus rope and the KV cache.
 
-    def __init__(self, index: int, head_size: int, block_size: int, dropout: float) -> None:
+    Args:
+        config: the model's shape; the head reads C = n_embd channels and writes
+            hs = head_size.
+        index: which head of its layer this is (its slot in the KV cache).
+        layer_idx: which layer it belongs to (the cache's layer).
+    """
+
+    def __init__(self, config: ModelConfig, index: int = 0, layer_idx: int = 0) -> None:
         super().__init__()
+        C, hs, T = config.n_embd, config.head_size, config.block_size
+        self.key = nn.Linear(C, hs, bias=config.qkv_bias)
+        self.query = nn.Linear(C, hs, bias=config.qkv_bias)
+        self.value = nn.Linear(C, hs, bias=config.qkv_bias)
+        # not persistent: the mask is rebuilt from block_size, so checkpoints hold weights only
+        self.register_buffer("tril", torch.tril(torch.ones(T, T)), persistent=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head_size = hs
         self.index = index
-        self.head_size = head_size
-        self.register_buffer(
-            "tril", torch.tril(torch.ones(block_size, block_size)), persistent=False
-        )
-        self.dropout = nn.Dropout(dropout)
-
-    def project(self, x: Tensor, c_attn: nn.Linear) -> tuple[Tensor, Tensor, Tensor]:
-        """This head's query, key and value of x (B, T, C), each (B, T, hs)."""
-        C, hs, i = x.shape[-1], self.head_size, self.index
-        rows = [slice(part * C + i * hs, part * C + (i + 1) * hs) for part in range(3)]
-        bias = c_attn.bias
-        return tuple(
-            F.linear(x, c_attn.weight[r], None if bias is None else bias[r]) for r in rows
-        )
-
-    def forward(
-        self,
-        x: Tensor,
-        c_attn: nn.Linear,
-        layer_idx: int,
-        rope: RotaryEmbedding | None = None,
-        kv_cache: KVCache | None = None,
-    ) -> Tensor:
-        """(B, T, C) → this head's output (B, T, hs)."""
-        T = x.shape[1]
-        q, k, v = self.project(x, c_attn)  # (B, T, hs) each
-        cos_sin = _rope_cos_sin(rope, kv_cache, T)
-        if cos_sin is not None:
-            q = RotaryEmbedding.rotate(q, *cos_sin)
-            k = RotaryEmbedding.rotate(k, *cos_sin)
-        if kv_cache is not None:
-            k, v = kv_cache.write(layer_idx, k, v, head=self.index)  # (B, L, hs)
-        L = k.shape[1]
-        # affinities: (B, T, hs) @ (B, hs, L) -> (B, T, L)
-        wei = q @ k.transpose(-2, -1) * self.head_size**-0.5
-        # queries are the last T of the L positions (L == T without a cache)
-        wei = wei.masked_fill(self.tril[L - T : L, :L] == 0, float("-inf"))  # (B, T, L)
-        wei = F.softmax(wei, dim=-1)
-        wei = self.dropout(wei)
-        return wei @ v  # (B, T, L) @ (B, L, hs) -> (B, T, hs)
-
-
-class ReferenceSelfAttention(nn.Module):
-    """The lecture's multi-head attention: per-head modules, concatenated, projected."""
-
-    def __init__(self, config: ModelConfig, layer_idx: int = 0) -> None:
-        super().__init__()
-        C = config.n_embd
-        self.c_attn = nn.Linear(C, 3 * C, bias=config.qkv_bias)
-        self.heads = nn.ModuleList(
-            Head(i, config.head_size, config.block_size, config.dropout)
-            for i in range(config.n_head)
-        )
-        self.c_proj = nn.Linear(C, C, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
         self.layer_idx = layer_idx
 
     def forward(
@@ -153,15 +118,119 @@ class ReferenceSelfAttention(nn.Module):
         rope: RotaryEmbedding | None = None,
         kv_cache: KVCache | None = None,
     ) -> Tensor:
+        """(B, T, C) → this head's output (B, T, hs). With `kv_cache`, x holds only the
+        new tokens, and they attend to the cached ones too."""
+        B, T, C = x.shape
+        k = self.key(x)  # (B, T, hs)
+        q = self.query(x)  # (B, T, hs)
+        # the seed computes v after the softmax; the cache stores k and v together
+        v = self.value(x)  # (B, T, hs)
+        cos_sin = _rope_cos_sin(rope, kv_cache, T)
+        if cos_sin is not None:
+            q = RotaryEmbedding.rotate(q, *cos_sin)  # (B, T, hs)
+            k = RotaryEmbedding.rotate(k, *cos_sin)  # (B, T, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.write(self.layer_idx, k, v, head=self.index)  # (B, L, hs) each
+        L = k.shape[1]  # keys to attend to: L == T without a cache
+        # compute attention scores ("affinities")
+        wei = q @ k.transpose(-2, -1) * self.head_size**-0.5  # (B, T, hs) @ (B, hs, L) -> (B, T, L)
+        # the queries are the last T of the L positions, so they take the mask's last T rows
+        wei = wei.masked_fill(self.tril[L - T : L, :L] == 0, float("-inf"))  # (B, T, L)
+        wei = F.softmax(wei, dim=-1)  # (B, T, L)
+        wei = self.dropout(wei)
+        # perform the weighted aggregation of the values
+        out = wei @ v  # (B, T, L) @ (B, L, hs) -> (B, T, hs)
+        return out
+
+
+class MultiHeadAttention(nn.Module):
+    """Multiple heads of self-attention in parallel (seed 001's `MultiHeadAttention`).
+
+    The seed's output projection `proj` is stored as `c_proj` (GPT-2's key), and the heads'
+    query/key/value weights are saved and loaded as GPT-2's fused `c_attn`, so that a
+    checkpoint of this module loads into `CausalSelfAttention` and back.
+    """
+
+    def __init__(self, config: ModelConfig, layer_idx: int = 0) -> None:
+        super().__init__()
+        C = config.n_embd
+        self.heads = nn.ModuleList(Head(config, i, layer_idx) for i in range(config.n_head))
+        self.c_proj = nn.Linear(C, C, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layer_idx = layer_idx
+        self.register_state_dict_post_hook(_fuse_on_save)
+        self.register_load_state_dict_pre_hook(_split_on_load)
+
+    def forward(
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> Tensor:
         """(B, T, C) → (B, T, C). With `kv_cache`, x holds only the new tokens."""
-        out = torch.cat(
-            [h(x, self.c_attn, self.layer_idx, rope, kv_cache) for h in self.heads], dim=-1
-        )  # (B, T, C)
-        return self.resid_dropout(self.c_proj(out))
+        # nh heads' (B, T, hs) side by side -> (B, T, nh·hs) = (B, T, C)
+        out = torch.cat([h(x, rope, kv_cache) for h in self.heads], dim=-1)
+        out = self.dropout(self.c_proj(out))  # (B, T, C)
+        return out
+
+
+ReferenceSelfAttention = MultiHeadAttention  # the public name `attention="reference"` had
+
+
+# ----------------------------------------------------------- state-dict layout (the pair)
+
+
+def fuse_head_weights(state: dict[str, Any], prefix: str, n_head: int) -> None:
+    """In place: replace the per-head entries under `prefix` by GPT-2's fused `c_attn`.
+
+    `{prefix}heads.{i}.{query,key,value}.{weight,bias}` become `{prefix}c_attn.weight`
+    (3C, C): the query rows of heads 0..nh-1, then their key rows, then their value rows
+    (and `c_attn.bias` (3C,) the same way, when the heads have biases). `c_attn` takes the
+    place of the first head entry and every other key keeps its place, so the keys come out
+    in the fused module's order. Works on any dict keyed like a state dict (gradients too).
+    """
+    fused: dict[str, Any] = {}
+    consumed: set[str] = set()
+    for name in ("weight", "bias"):
+        parts = [f"{prefix}heads.{i}.{part}.{name}" for part in QKV for i in range(n_head)]
+        if parts[0] in state:
+            # nh × (hs, C) per part -> (3C, C); biases nh × (hs,) -> (3C,)
+            fused[f"{prefix}c_attn.{name}"] = torch.cat([state[k] for k in parts], dim=0)
+            consumed.update(parts)
+    if not fused:
+        return
+    items = list(state.items())
+    state.clear()
+    for key, value in items:
+        if key in consumed:
+            state.update(fused)  # at the first head entry; a no-op after it
+            fused = {}
+        else:
+            state[key] = value
+
+
+def split_head_weights(state: dict[str, Any], prefix: str, n_head: int) -> None:
+    """In place: the inverse of `fuse_head_weights`. Without `{prefix}c_attn.*` entries
+    (a state dict already in per-head layout) nothing changes."""
+    for name in ("weight", "bias"):
+        fused = state.pop(f"{prefix}c_attn.{name}", None)  # (3C, C) or (3C,)
+        if fused is None:
+            continue
+        for block, part in zip(fused.chunk(3, dim=0), QKV, strict=True):  # (C, C) each
+            for i, rows in enumerate(block.chunk(n_head, dim=0)):  # (hs, C) each
+                state[f"{prefix}heads.{i}.{part}.{name}"] = rows
+
+
+def _fuse_on_save(module: MultiHeadAttention, state: dict, prefix: str, _meta: Any) -> None:
+    fuse_head_weights(state, prefix, len(module.heads))
+
+
+def _split_on_load(module: MultiHeadAttention, state: dict, prefix: str, *_args: Any) -> None:
+    split_head_weights(state, prefix, len(module.heads))
 
 
 def make_attention(config: ModelConfig, layer_idx: int = 0) -> nn.Module:
     """The attention module that `config.attention` names."""
     if config.attention == "fused":
         return CausalSelfAttention(config, layer_idx)
-    return ReferenceSelfAttention(config, layer_idx)
+    return MultiHeadAttention(config, layer_idx)

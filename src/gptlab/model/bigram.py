@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gptlab.checks import is_int
 from gptlab.errors import GptlabError
 
 
@@ -12,16 +13,16 @@ class BigramLanguageModel(nn.Module):
     """Seed 001's first model: a (V, V) table whose row i holds the logits after token i.
 
     The table starts at N(0, 0.02²) rather than the seed's N(0, 1) (nn.Embedding's
-    default): near-uniform predictions give an initial loss of about ln(V) (4.17 for
-    V = 65), where the seed's init starts at 4.88 because confident random guesses cost
-    extra. The model only ever looks at the last token, so its context size is 1.
+    default): near-uniform predictions give an initial loss of about ln(V), the loss of
+    knowing nothing, where the seed's init starts higher because confident random guesses
+    cost extra. The model only ever looks at the last token, so its context size is 1.
     """
 
     context_size = 1
 
     def __init__(self, vocab_size: int) -> None:
         super().__init__()
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
+        if not is_int(vocab_size) or vocab_size <= 0:
             raise GptlabError(f"vocab_size must be a positive integer, got {vocab_size!r}")
         self.vocab_size = vocab_size
         self.token_embedding_table = nn.Embedding(vocab_size, vocab_size)
@@ -42,6 +43,7 @@ class BigramLanguageModel(nn.Module):
                 f"{tuple(idx.shape)}: pass one next-token id per input token"
             )
         V = logits.size(-1)
+        # flatten positions for cross_entropy: (B, T, V) -> (B·T, V), targets (B·T,)
         loss = F.cross_entropy(logits.view(-1, V), targets.reshape(-1), ignore_index=ignore_index)
         return logits, loss
 
@@ -52,5 +54,5 @@ class BigramLanguageModel(nn.Module):
     def summary(self) -> str:
         """A one-line description with the parameter count."""
         n = self.num_parameters()
-        return f"BigramLanguageModel: vocab {self.vocab_size}, table {self.vocab_size}x" \
-               f"{self.vocab_size} = {n:,} parameters"
+        V = self.vocab_size
+        return f"BigramLanguageModel: vocab {V}, table {V}x{V} = {n:,} parameters"

@@ -9,68 +9,74 @@ GPT-2 is `bias=True, qkv_bias=True, activation="gelu", tie_weights=True`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
+from gptlab.checks import is_int, is_number
 from gptlab.errors import ConfigError
 
 Activation = Literal["relu", "gelu", "gelu_exact"]
 PosEncoding = Literal["learned", "sinusoidal", "rope"]
 AttentionImpl = Literal["fused", "reference"]
 
-ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_exact")
-POS_ENCODINGS: tuple[str, ...] = ("learned", "sinusoidal", "rope")
-ATTENTIONS: tuple[str, ...] = ("fused", "reference")
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+POS_ENCODINGS: tuple[str, ...] = get_args(PosEncoding)
+ATTENTIONS: tuple[str, ...] = get_args(AttentionImpl)
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class ModelConfig:
     """Hyperparameters of a decoder-only GPT (and nothing else: no training settings).
 
-    Attributes:
-        vocab_size: number of token ids V; ids run 0..V-1.
-        block_size: longest context the model reads (positions 0..block_size-1).
-        n_layer: number of transformer blocks.
-        n_head: attention heads per block; must divide n_embd.
-        n_embd: channels C of the residual stream; head size hs = C // n_head.
-        dropout: drop probability on attention weights, residual branches and embeddings.
-        bias: biases on the linear layers (attention output, feed-forward, lm_head) and
-            the LayerNorms.
-        qkv_bias: biases on the query/key/value projection (GPT-2: yes; the lecture: no).
-        activation: feed-forward non-linearity, "relu" (lecture), "gelu" (GPT-2's tanh
-            approximation) or "gelu_exact" (the erf form, nanoGPT's `nn.GELU()`).
-        pos_encoding: "learned" table (lecture, GPT-2), "sinusoidal" (Vaswani et al. 2017,
-            seed 000; no parameters) or "rope" (rotary, Su et al. 2021; no parameters).
-        tie_weights: share the token embedding matrix with lm_head (GPT-2 does).
-        attention: "fused" (one q/k/v matmul + scaled_dot_product_attention) or
-            "reference" (the lecture's per-head modules with an explicit tril mask). Both
-            hold the same parameters under the same state-dict keys.
+    Each field's `metadata["help"]` says what it sets (`gptlab train --help` shows it).
+    Beyond that:
+
+    - hs = n_embd // n_head is the head size (`head_size`); n_head must divide n_embd.
+    - dropout acts on the attention weights, the residual branches and the embeddings.
+    - bias covers the attention output, feed-forward and lm_head Linears and the
+      LayerNorms; qkv_bias the query/key/value projection (GPT-2: both; the lecture: no
+      qkv_bias).
+    - activation: "relu" (the lecture), "gelu" (GPT-2's tanh approximation) or
+      "gelu_exact" (the erf form, nanoGPT's `nn.GELU()`).
+    - pos_encoding: "learned" table (the lecture, GPT-2), "sinusoidal" (Vaswani et al.
+      2017, seed 000) or "rope" (rotary, Su et al. 2021); the last two have no parameters.
+    - attention: "fused" runs all heads in one q/k/v matmul and one kernel; "reference"
+      is the lecture's per-head modules with an explicit tril mask. Both save the same
+      state-dict keys, so checkpoints move between them.
     """
 
-    vocab_size: int
-    block_size: int = 256
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 384
-    dropout: float = 0.0
-    bias: bool = True
-    qkv_bias: bool = False
-    activation: Activation = "relu"
-    pos_encoding: PosEncoding = "learned"
-    tie_weights: bool = False
-    attention: AttentionImpl = "fused"
+    vocab_size: int = field(
+        metadata={"help": "model: vocabulary size (None: the dataset tokenizer's)"}
+    )
+    block_size: int = _f(256, "model: context length in tokens")
+    n_layer: int = _f(6, "model: transformer blocks")
+    n_head: int = _f(6, "model: attention heads per block")
+    n_embd: int = _f(384, "model: channels of the residual stream")
+    dropout: float = _f(0.0, "model: dropout probability")
+    bias: bool = _f(True, "model: biases in linear layers and LayerNorms")
+    qkv_bias: bool = _f(False, "model: biases on the query/key/value projection")
+    activation: Activation = _f("relu", "model: relu, gelu or gelu_exact")
+    pos_encoding: PosEncoding = _f("learned", "model: learned, sinusoidal or rope")
+    tie_weights: bool = _f(False, "model: share the token embedding with lm_head")
+    attention: AttentionImpl = _f(
+        "fused", "model: fused (scaled_dot_product_attention) or reference (per-head)"
+    )
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         for name in ("bias", "qkv_bias", "tie_weights"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, got {value!r}")
         dropout = self.dropout
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+        if not is_number(dropout):
             raise ConfigError(f"dropout must be a number in [0, 1), got {dropout!r}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")

@@ -1,8 +1,9 @@
 """The decoder-only GPT: embeddings → blocks → final LayerNorm → lm_head.
 
-Module names follow GPT-2's checkpoint keys (transformer.wte, transformer.wpe,
+State-dict keys follow GPT-2's checkpoint keys (transformer.wte, transformer.wpe,
 transformer.h.{i}.ln_1/attn.c_attn/attn.c_proj/ln_2/mlp.c_fc/mlp.c_proj, transformer.ln_f,
-lm_head), so Hugging Face GPT-2 and nanoGPT weights map key for key.
+lm_head), so Hugging Face GPT-2 and nanoGPT weights map key for key (the reference
+attention's per-head weights are saved and loaded as c_attn; see model/attention.py).
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class GPT(nn.Module):
                 f"targets of shape {tuple(targets.shape)} do not match idx of shape "
                 f"{tuple(idx.shape)}: pass one next-token id per input token"
             )
+        # flatten positions for cross_entropy: (B, T, V) -> (B·T, V), targets (B·T,)
         loss = F.cross_entropy(
             logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index
         )

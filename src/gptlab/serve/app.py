@@ -4,8 +4,8 @@
 worker thread per app (`Scheduler`) that takes the running requests' jobs in turn, one text
 piece (usually one token) each, so every stream advances at once while only one thread
 computes; the event loop keeps answering /health, and pieces come back through an asyncio
-queue per job. (A thread per completion was 2.4x slower with 50 completions at once: the
-threads fought over the GIL.) At most `max_concurrency` completions run at once; a request
+queue per job. One worker rather than a thread per completion: such threads would fight
+over the GIL. At most `max_concurrency` completions run at once; a request
 beyond that gets 429 with Retry-After at once (no queue to wait in). A client that
 disconnects sets the job's cancel flag, which the worker checks before every token.
 """
@@ -34,6 +34,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gptlab.errors import GptlabError
+from gptlab.generate import SEED_LIMIT
 from gptlab.serve.engine import Completion, Engine
 from gptlab.serve.protocol import (
     ApiError,
@@ -336,7 +337,7 @@ async def _start_job(state: ServerState, req: CompletionRequest) -> Job:
                 seed = req.params.seed
                 params = req.params
                 if seed is not None and i > 0:  # distinct but reproducible choices
-                    params = replace(params, seed=(seed + i) % (2**63))
+                    params = replace(params, seed=(seed + i) % SEED_LIMIT)
                 out.append(state.engine.complete(prompt, params, cancel))
         return out
 

@@ -13,11 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
+
+import torch
 
 from gptlab.errors import GptlabError
+from gptlab.generate import SamplingConfig, stream
+from gptlab.tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from gptlab.model.gpt import GPT
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +36,9 @@ REPLACEMENT_CHAR = "\ufffd"
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to continue one prompt.
+    """How to continue one prompt: the sampling settings the API exposes, checked by
+    `gptlab.generate.SamplingConfig` (derived here as `sampling`, so a bad value raises
+    its SamplingError), plus the server's own `max_tokens` and `stop` strings.
 
     Args:
         max_tokens: the most new tokens to produce (>= 1).
@@ -38,6 +47,8 @@ class SamplingParams:
         top_p: nucleus sampling mass in (0, 1] (None: no cut).
         seed: seeds a generator local to this completion; same seed, same text.
         stop: strings that end the completion; the stop string itself is not returned.
+        exact: past block_size, recompute the window (True, the seed's loop) or keep one
+            cached token per step (False; see `gptlab.generate`).
     """
 
     max_tokens: int = 16
@@ -46,6 +57,13 @@ class SamplingParams:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    exact: bool = True
+    sampling: SamplingConfig = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sampling = SamplingConfig(temperature=self.temperature, top_k=self.top_k,
+                                  top_p=self.top_p, seed=self.seed, exact=self.exact)
+        object.__setattr__(self, "sampling", sampling)  # frozen: set the derived field
 
 
 class Engine:
@@ -183,19 +201,22 @@ class ModelEngine(Engine):
     """A gptlab model and tokenizer, e.g. from a run folder (`from_run_dir`).
 
     Prompts longer than `block_size` tokens are cropped to their last `block_size` tokens
-    (the model cannot see more). Token generation uses `gptlab.generate.stream` with a
-    generator seeded per completion.
+    (the model cannot see more). Token generation uses `gptlab.generate.stream` with the
+    completion's `params.sampling` (its seed gives a generator of its own) and the
+    end-of-text token as stop token.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, model_id: str, device: str = "cpu") -> None:
+    def __init__(
+        self, model: GPT, tokenizer: Tokenizer, model_id: str, device: str = "cpu"
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.device = device
         self.block_size = int(model.config.block_size)
         self.vocab_size = int(tokenizer.vocab_size)
-        self.eot_id = getattr(tokenizer, "eot_id", None)
-        self.tokenizer_name = str(getattr(tokenizer, "name", ""))
+        self.eot_id = tokenizer.eot_id
+        self.tokenizer_name = tokenizer.name
 
     @classmethod
     def from_run_dir(
@@ -216,24 +237,10 @@ class ModelEngine(Engine):
         return self.tokenizer.decode(ids)
 
     def generate_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
-        import torch
-
-        from gptlab.generate import stream
-
         idx = torch.tensor([prompt_ids[-self.block_size :]], dtype=torch.long, device=self.device)
-        greedy = params.temperature == 0
-        stop_tokens = [self.eot_id] if self.eot_id is not None else None
-        tokens = stream(
-            self.model,
-            idx,  # (1, T)
-            params.max_tokens,
-            temperature=1.0 if greedy else params.temperature,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            greedy=greedy,
-            seed=params.seed,
-            stop_tokens=stop_tokens,
-        )
+        stop_tokens = () if self.eot_id is None else (self.eot_id,)
+        sampling = replace(params.sampling, stop_tokens=stop_tokens)
+        tokens = stream(self.model, idx, params.max_tokens, sampling=sampling)  # idx: (1, T)
         while True:
             # Inference mode per step, not around the loop: the server's worker interleaves
             # many of these generators in one thread, and grad mode is per thread.

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from gptlab.checks import is_int, is_number
+from gptlab.generate import SamplingError
 from gptlab.serve.engine import SamplingParams
 
 MAX_STOP_STRINGS = 4  # as the OpenAI API
@@ -21,7 +23,6 @@ MAX_STOP_CHARS = 200
 MAX_PROMPTS = 16
 MAX_N = 8
 MAX_TEMPERATURE = 2.0  # as the OpenAI API
-MAX_SEED = 2**63 - 1
 
 
 class ApiError(Exception):
@@ -97,30 +98,30 @@ def parse_completion_request(body: dict[str, Any], max_tokens_limit: int) -> Com
     prompts = _prompts(body)
     max_tokens = _int(body, "max_tokens", 16, 1, max_tokens_limit)
     temperature = _number(body, "temperature", 1.0)
-    if not 0.0 <= temperature <= MAX_TEMPERATURE:
-        raise invalid(f"`temperature` must be between 0 and {MAX_TEMPERATURE:g}, got "
-                      f"{temperature!r}", "temperature")
-    top_p = _number(body, "top_p", 1.0)
-    if not 0.0 < top_p <= 1.0:
-        raise invalid(f"`top_p` must be in (0, 1], got {top_p!r}", "top_p")
-    top_k = _int(body, "top_k", 0, 0, None)
+    if temperature > MAX_TEMPERATURE:  # the API's limit; SamplingConfig checks the rest
+        raise invalid(f"`temperature` must be at most {MAX_TEMPERATURE:g} (as in the OpenAI "
+                      f"API), got {temperature!r}", "temperature")
+    top_p = _number(body, "top_p", None)
+    top_k = _int(body, "top_k", 0, 0, None)  # 0: off
     n = _int(body, "n", 1, 1, MAX_N)
-    seed = _optional(body, "seed", int)
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise invalid(f"`seed` must be between 0 and {MAX_SEED}, got {seed}", "seed")
     stream = _optional(body, "stream", bool) or False
     options = _optional(body, "stream_options", dict) or {}
     include_usage = options.get("include_usage", False)
     if not isinstance(include_usage, bool):
         raise invalid("`stream_options.include_usage` must be a boolean", "stream_options")
-    params = SamplingParams(
-        max_tokens=max_tokens,
-        temperature=float(temperature),
-        top_k=top_k or None,
-        top_p=None if top_p == 1.0 else float(top_p),
-        seed=seed,
-        stop=_stops(body),
-    )
+    exact = _optional(body, "exact", bool)  # a gptlab extension, like top_k
+    try:
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=top_k or None,
+            top_p=None if top_p == 1 else top_p,
+            seed=_optional(body, "seed", int),
+            stop=_stops(body),
+            exact=True if exact is None else exact,
+        )
+    except SamplingError as exc:
+        raise invalid(f"`{exc.field}` {exc.rule}, got {exc.value!r}", exc.field) from None
     return CompletionRequest(prompts, params, n, stream, include_usage and stream, model)
 
 
@@ -143,8 +144,7 @@ def _optional(body: dict[str, Any], field: str, kind: type) -> Any:
     value = body.get(field)
     if value is None:
         return None
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
+    if not (is_int(value) if kind is int else isinstance(value, kind)):
         want = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}[kind]
         raise invalid(f"`{field}` must be {want}, not {_json_type(value)}", field)
     return value
@@ -160,11 +160,12 @@ def _int(body: dict[str, Any], field: str, default: int, low: int, high: int | N
     return value
 
 
-def _number(body: dict[str, Any], field: str, default: float) -> float:
+def _number(body: dict[str, Any], field: str, default: float | None) -> Any:
+    """`body[field]` as a finite JSON number, or `default` when absent or null."""
     value = body.get(field)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise invalid(f"`{field}` must be a number, not {_json_type(value)}", field)
     if isinstance(value, float) and not math.isfinite(value):
         raise invalid(f"`{field}` must be a finite number, got {value!r}", field)

@@ -57,8 +57,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on `host:port` (port 0: one the OS picks)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only when the
-    # socket says it is TCP; without it each keep-alive response waits ~40 ms for a
-    # delayed ACK (Nagle's algorithm).
+    # socket says it is TCP; without it each keep-alive response waits for a delayed ACK
+    # (Nagle's algorithm).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

@@ -8,26 +8,36 @@ Every tokenizer has `name`, `vocab_size`, `special_tokens`, `eot_id`, `encode(te
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from gptlab.checks import is_int
 from gptlab.errors import ConfigError, GptlabError
-from gptlab.tokenizers.base import EOT, FORMAT_VERSION, Tokenizer, read_text_file
+from gptlab.tokenizers.base import (
+    EOT,
+    FORMAT_VERSION,
+    Tokenizer,
+    TokenizerKind,
+    read_text_file,
+)
 from gptlab.tokenizers.bpe import BPETokenizer
 from gptlab.tokenizers.char import CharTokenizer
 from gptlab.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
 from gptlab.tokenizers.word import WordTokenizer
 
 __all__ = [
+    "DEFAULT_BPE_VOCAB_SIZE",
     "EOT",
     "KINDS",
     "BPETokenizer",
     "CharTokenizer",
     "GPT2Tokenizer",
     "Tokenizer",
+    "TokenizerKind",
     "WordTokenizer",
     "build_tokenizer",
     "load_tokenizer",
@@ -36,11 +46,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KINDS: dict[str, type[Tokenizer]] = {
-    "char": CharTokenizer,
-    "word": WordTokenizer,
-    "gpt2": GPT2Tokenizer,
-    "bpe": BPETokenizer,
+# Each class's `name` is its kind; the order is TokenizerKind's (a test checks both agree).
+KINDS: dict[TokenizerKind, type[Tokenizer]] = {
+    cls.name: cls for cls in (CharTokenizer, WordTokenizer, GPT2Tokenizer, BPETokenizer)
 }
 DEFAULT_BPE_VOCAB_SIZE = 4096
 
@@ -73,7 +81,7 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
             f"{', '.join(KINDS)})"
         )
     version = data.get("format", FORMAT_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int):
+    if not is_int(version):
         raise GptlabError(f"{path} has format {version!r}, not a whole number: it is damaged")
     if version > FORMAT_VERSION:
         raise GptlabError(
@@ -86,13 +94,9 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
         raise GptlabError(f"{kind} tokenizer file {path} is incomplete ({exc!r})") from exc
 
 
-def _read_texts(files: Iterable[str | os.PathLike[str]]) -> list[str]:
-    return [read_text_file(f) for f in files]
-
-
 def build_tokenizer(
-    kind: str,
-    text: str | None = None,
+    kind: TokenizerKind,
+    text: str | Iterable[str] | None = None,
     files: Sequence[str | os.PathLike[str]] | None = None,
     vocab_size: int | None = None,
     unk: bool = False,
@@ -101,7 +105,8 @@ def build_tokenizer(
 
     Args:
         kind: "char", "word", "gpt2" or "bpe".
-        text: corpus text (char/word vocabularies and bpe merges are learned from it).
+        text: corpus text (char/word vocabularies and bpe merges are learned from it), or an
+            iterable of text blocks: char and word read it as a stream, bpe collects it.
         files: corpus files (UTF-8), used with or instead of `text`.
         vocab_size: bpe only (default 4096); gpt2 accepts only 50257.
         unk: char only: add an `<unk>` id for unseen characters (word always has `<|unk|>`;
@@ -123,10 +128,11 @@ def build_tokenizer(
         )
     if text is None and not files:
         raise ConfigError(f"the {kind} tokenizer is learned from a corpus: give text or files")
+    blocks: Iterable[str] = [text] if isinstance(text, str) else (text or [])
     if kind == "bpe":
-        sources: list = ([text] if text is not None else []) + [Path(f) for f in files or []]
+        sources: list = [*blocks, *(Path(f) for f in files or [])]
         return BPETokenizer.train(sources, vocab_size or DEFAULT_BPE_VOCAB_SIZE)
-    texts = ([text] if text is not None else []) + _read_texts(files or [])
+    texts = itertools.chain(blocks, (read_text_file(f) for f in files or []))
     if kind == "char":
         return CharTokenizer.from_text(texts, unk=unk)
     return WordTokenizer.from_text(texts)

@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 EOT = "<|endoftext|>"  # GPT-2's document separator; the seeds join documents with it
 FORMAT_VERSION = 1
+TokenizerKind = Literal["char", "word", "gpt2", "bpe"]  # also the JSON file's "kind"
 
 
 def read_text_file(path: str | os.PathLike[str]) -> str:
@@ -62,11 +63,11 @@ class Tokenizer(abc.ABC):
     """Common interface of the char, word, gpt2 and bpe tokenizers.
 
     Attributes:
-        name: the kind, one of "char", "word", "gpt2", "bpe" (also the JSON file's "kind").
+        name: the kind, one of `TokenizerKind` (also the JSON file's "kind").
         special_tokens: special token text -> id (e.g. {"<|endoftext|>": 50256}).
     """
 
-    name: ClassVar[str]
+    name: ClassVar[TokenizerKind]
     special_tokens: dict[str, int]
 
     @property

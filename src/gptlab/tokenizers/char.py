@@ -2,8 +2,9 @@
 
 The vocabulary is the sorted set of distinct characters of the corpus (Tiny Shakespeare: 65),
 so `encode("hii there") == [46, 47, 47, 1, 58, 46, 43, 56, 43]` there. Encoding goes through
-a numpy lookup table indexed by code point, which is many times faster than the seed's
-`[stoi[c] for c in text]` on large texts (see benchmarks/bench_tokenizers.py).
+a numpy lookup table indexed by code point (`lookup_table`), the vectorized form of the
+seed's `[stoi[c] for c in text]` that large texts need (see benchmarks/bench_tokenizers.py).
+It is gptlab's one char table: `gptlab prepare` encodes through it too.
 """
 
 from __future__ import annotations
@@ -20,9 +21,20 @@ UNK = "<unk>"
 UNK_DECODED = "\ufffd"  # what an <unk> id decodes to: U+FFFD REPLACEMENT CHARACTER
 
 
+class UnknownCharacterError(GptlabError):
+    """A text holds a character outside a char vocabulary that has no `<unk>`."""
+
+
 def code_points(text: str) -> np.ndarray:
     """The text's code points as a uint32 array of shape (len(text),), without a Python loop."""
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def _lookup_codes(text: str) -> np.ndarray:
+    """Code points to index the lookup table with, (len(text),) uint8 or uint32."""
+    if text.isascii():  # O(1) in CPython; skips the 4-bytes-per-char UTF-32 copy
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    return code_points(text)
 
 
 def distinct_chars(texts: Iterable[str]) -> list[str]:
@@ -59,11 +71,7 @@ class CharTokenizer(Tokenizer):
         self.stoi = {c: i for i, c in enumerate(chars)}
         self.special_tokens = {UNK: len(chars)} if unk else {}
         self._itos = chars + ([UNK_DECODED] if unk else [])
-        # Lookup table: code point -> id, -1 where absent. The last slot catches every code
-        # point above the vocabulary's largest, so indexing never goes out of range.
-        codes = code_points("".join(chars))
-        self._table = np.full(int(codes.max()) + 2, -1, dtype=np.int32)
-        self._table[codes] = np.arange(len(chars))
+        self._table = self.lookup_table()
 
     @classmethod
     def from_text(cls, text: str | Iterable[str], unk: bool = False) -> CharTokenizer:
@@ -81,9 +89,24 @@ class CharTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self.encode_to_array(text).tolist()
 
+    def lookup_table(self) -> np.ndarray:
+        """Code point -> id, -1 where absent: `stoi` as an int32 array.
+
+        The last slot catches every code point above the vocabulary's largest, so a lookup
+        clipped to the table never goes out of range.
+        """
+        codes = code_points("".join(self.chars))
+        table = np.full(int(codes.max()) + 2, -1, dtype=np.int32)
+        table[codes] = np.arange(len(self.chars))
+        return table
+
     def encode_to_array(self, text: str) -> np.ndarray:
-        """Encode with a vectorized table lookup: (len(text),) uint32 ids."""
-        codes = code_points(text)  # (N,) uint32
+        """Encode with a vectorized table lookup: (len(text),) uint32 ids.
+
+        Raises:
+            UnknownCharacterError: a character outside the vocabulary, without `unk`.
+        """
+        codes = _lookup_codes(text)  # (N,) uint8 for ASCII text, else uint32
         # mode="clip" sends every code point above the table to its last slot, the -1 sentinel.
         ids = np.take(self._table, codes, mode="clip")  # (N,) int32, -1 = unknown
         if ids.size and ids.min() < 0:
@@ -96,7 +119,7 @@ class CharTokenizer(Tokenizer):
     def _raise_unknown(self, text: str, pos: int) -> None:
         line = text.count("\n", 0, pos) + 1
         column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-        raise GptlabError(
+        raise UnknownCharacterError(
             f"character {text[pos]!r} at position {pos} (line {line}, column {column}) is not "
             f"in the char tokenizer's {len(self.chars)}-character vocabulary: rebuild the "
             "vocabulary from this text, or use the <unk> fallback (CharTokenizer(..., unk=True), "

@@ -4,7 +4,9 @@ Public names:
 - `TrainConfig`, `PRESETS`, `resolve_config(preset, config_path, overrides)`.
 - `Trainer(run_dir, model_settings, config, resume=False)`, `train(...) -> TrainResult`.
 - `get_lr`, `configure_optimizer` (gptlab.train.optim); `estimate_loss`, `evaluate_tokens`,
-  `loss_metrics` (gptlab.train.evaluate); `plot_run` (gptlab.train.plot).
+  `loss_metrics`, `MetricsLog` (gptlab.train.evaluate); `load_training_data`
+  (gptlab.train.data); `plot_run` (gptlab.train.plot).
+The loop itself is `Trainer.run`; device, dtype and RNG state come from `gptlab.runtime`.
 The run-folder format is described in `gptlab.checkpoint`.
 """
 

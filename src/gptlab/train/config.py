@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import sys
 import types
@@ -23,12 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gptlab.checks import is_int, is_number
 from gptlab.errors import ConfigError
+from gptlab.runtime import Dtype
+from gptlab.tokenizers import TokenizerKind
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+Optimizer = Literal["adamw", "muon"]
 
 
 def _f(default: Any, help: str) -> Any:
@@ -47,7 +54,8 @@ class TrainConfig:
     data: str | None = _f(None, "prepared dataset folder (from `gptlab prepare`); wins "
                           "over --dataset and --input")
     input: str | None = _f(None, "a text file to prepare and train on (with --tokenizer)")
-    tokenizer: str = _f("char", "tokenizer kind used when preparing --dataset or --input")
+    tokenizer: TokenizerKind = _f("char", "tokenizer kind used when preparing --dataset or "
+                                  "--input")
     # optimisation
     batch_size: int = _f(12, "sequences per micro-batch (per process)")
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step, split "
@@ -63,7 +71,7 @@ class TrainConfig:
     decay_embeddings: bool = _f(True, "apply weight decay to the embedding tables too")
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.99, "AdamW beta2")
-    optimizer: Literal["adamw", "muon"] = _f(
+    optimizer: Optimizer = _f(
         "adamw", "adamw, or muon: Muon (torch.optim.Muon) for the transformer blocks' weight "
         "matrices with AdamW for the rest, both at learning_rate")
     grad_clip: float = _f(1.0, "clip the gradient norm to this (0: no clipping)")
@@ -79,7 +87,7 @@ class TrainConfig:
     tensorboard: bool = _f(False, "also log to RUN_DIR/tensorboard (needs tensorboard)")
     # hardware
     device: str = _f("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+    dtype: Dtype = _f(
         "auto", "autocast dtype: auto is bfloat16 on CUDA where supported, else float32")
     compile: bool = _f(False, "torch.compile the model")
 
@@ -105,12 +113,9 @@ class TrainConfig:
                 f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "
                 "lower --min-lr"
             )
-        if self.optimizer not in ("adamw", "muon"):
-            raise ConfigError(f"optimizer={self.optimizer!r} is not one of: adamw, muon")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ConfigError(
-                f"dtype={self.dtype!r} is not one of: auto, float32, bfloat16, float16"
-            )
+        for name, tp in field_types(TrainConfig).items():
+            if typing.get_origin(tp) is Literal:
+                check_choice(name, getattr(self, name), tp)
 
     @property
     def decay_iters(self) -> int:
@@ -149,10 +154,19 @@ def _preset(name: str, source: str, description: str, model: dict, train: dict) 
 
 
 # The lecture's model. attention="fused" computes exactly the lecture's per-head attention
-# (same parameters, same state-dict keys, same maths; the model tests pin the two equal)
-# about 1.6x faster on CPU; --attention reference runs the per-head modules themselves.
+# (same parameters, same state-dict keys, same maths; the model tests pin the two equal),
+# only faster (docs/benchmarks.md); --attention reference runs the per-head modules.
 _LECTURE_MODEL = dict(activation="relu", attention="fused", pos_encoding="learned",
                       bias=True, qkv_bias=False, tie_weights=False)
+# torch.optim.AdamW's defaults as the seeds use them: betas (0.9, 0.999), decay 0.01, at a
+# constant learning rate without clipping.
+_LECTURE_TRAIN = dict(decay_lr=False, warmup_iters=0, weight_decay=0.01, beta1=0.9,
+                      beta2=0.999, grad_clip=0.0, seed=1337)
+# nanoGPT's shakespeare-char model: exact GELU, no biases, tied embeddings, learned
+# positions; cpu-quick and speedrun differ only in depth.
+_NANOGPT_MODEL = dict(block_size=64, n_head=4, n_embd=128, dropout=0.0,
+                      activation="gelu_exact", bias=False, qkv_bias=False, tie_weights=True,
+                      pos_encoding="learned")
 _preset(
     "lecture-small",
     "seed 001 (the 'build a GPT' lecture's reference gpt.py)",
@@ -160,10 +174,8 @@ _preset(
     "4 layers, ReLU, learned positions, AdamW lr 1e-3 constant, 5000 steps, eval every 100 "
     "over 200 batches",
     dict(block_size=32, n_layer=4, n_head=4, n_embd=64, dropout=0.0, **_LECTURE_MODEL),
-    # torch.optim.AdamW defaults as the seed uses them: betas (0.9, 0.999), decay 0.01.
-    dict(batch_size=16, max_iters=5000, learning_rate=1e-3, decay_lr=False, warmup_iters=0,
-         weight_decay=0.01, beta1=0.9, beta2=0.999, grad_clip=0.0, eval_interval=100,
-         eval_iters=200, seed=1337),
+    dict(batch_size=16, max_iters=5000, learning_rate=1e-3, eval_interval=100, eval_iters=200,
+         **_LECTURE_TRAIN),
 )
 _preset(
     "lecture",
@@ -171,9 +183,8 @@ _preset(
     "10.8M parameters: batch 64, block 256, 384 channels, 6 heads, 6 layers, dropout 0.2, "
     "lr 3e-4 constant, 5000 steps, eval every 500 over 200 batches (GPU-sized)",
     dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, **_LECTURE_MODEL),
-    dict(batch_size=64, max_iters=5000, learning_rate=3e-4, decay_lr=False, warmup_iters=0,
-         weight_decay=0.01, beta1=0.9, beta2=0.999, grad_clip=0.0, eval_interval=500,
-         eval_iters=200, seed=1337),
+    dict(batch_size=64, max_iters=5000, learning_rate=3e-4, eval_interval=500, eval_iters=200,
+         **_LECTURE_TRAIN),
 )
 _preset(
     "cpu-quick",
@@ -181,9 +192,7 @@ _preset(
     "nanoGPT's 0.8M model, char-level Shakespeare in about 2 minutes on 2 CPU cores: batch 12, "
     "block 64, 4 layers, 4 heads, 128 channels, no dropout, lr 1e-3 warmup 100 cosine to "
     "1e-4 over 2000 steps",
-    # nanoGPT's model: exact GELU, no biases, tied embeddings, learned positions
-    dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, activation="gelu_exact",
-         bias=False, qkv_bias=False, tie_weights=True, pos_encoding="learned"),
+    dict(_NANOGPT_MODEL, n_layer=4),
     dict(batch_size=12, max_iters=2000, learning_rate=1e-3, decay_lr=True, warmup_iters=100,
          lr_decay_iters=2000, min_lr=1e-4, weight_decay=0.1, beta1=0.9, beta2=0.99,
          grad_clip=1.0, eval_interval=250, eval_iters=20),
@@ -194,8 +203,7 @@ _preset(
     "the quickest recipe found to val loss < 1.88 on char Shakespeare, with margin: "
     "nanoGPT's model cut to 3 layers, batch 16 x block 64, Muon + AdamW at lr 1.2e-2 "
     "(warmup 30, cosine to 1.2e-3) for 500 steps, evaluation only at the start and end",
-    dict(block_size=64, n_layer=3, n_head=4, n_embd=128, dropout=0.0, activation="gelu_exact",
-         bias=False, qkv_bias=False, tie_weights=True, pos_encoding="learned"),
+    dict(_NANOGPT_MODEL, n_layer=3),
     dict(batch_size=16, max_iters=500, optimizer="muon", learning_rate=1.2e-2, decay_lr=True,
          warmup_iters=30, lr_decay_iters=500, min_lr=1.2e-3, weight_decay=0.1, beta1=0.9,
          beta2=0.99, grad_clip=1.0, eval_interval=500, eval_iters=50),
@@ -217,6 +225,7 @@ DEFAULT_PRESET = "cpu-quick"
 # ---------------------------------------------------------------------------- field typing
 
 
+@functools.cache
 def field_types(cls: type) -> dict[str, Any]:
     """Resolved type hints of a dataclass's fields."""
     hints = typing.get_type_hints(cls)
@@ -274,19 +283,24 @@ def coerce_type(tp: Any, value: Any, name: str) -> Any:
             return None
         raise ConfigError(f"{name} cannot be empty")
     if typing.get_origin(base) is Literal:
-        choices = typing.get_args(base)
-        if value not in choices:
-            raise ConfigError(f"{name}={value!r} is not one of: {', '.join(map(str, choices))}")
+        check_choice(name, value, base)
         return value
     ok = {
         bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        int: is_int(value),
+        float: is_number(value),
         str: isinstance(value, str),
     }.get(base, True)
     if not ok:
         raise ConfigError(f"{name}={value!r} must be of type {getattr(base, '__name__', base)}")
     return float(value) if base is float else value
+
+
+def check_choice(name: str, value: Any, literal: Any) -> None:
+    """Refuse a value that is not one of a `Literal` type's choices."""
+    choices = typing.get_args(literal)
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of: {', '.join(map(str, choices))}")
 
 
 def coerce(cls: type, name: str, value: Any) -> Any:
@@ -382,3 +396,47 @@ def resolve_config(
     model = {**base.model, **file_model, **over_model}
     train = TrainConfig(**{**base.train, **file_train, **over_train})
     return name, model, train
+
+
+def resolve_resume_config(
+    run_dir: Path,
+    overrides: dict[str, Any] | None = None,
+    preset: str | None = None,
+    config_path: Path | None = None,
+) -> tuple[dict[str, Any], TrainConfig]:
+    """The settings to resume a run with: its saved config.json < overrides.
+
+    The policy: a resumed run keeps its saved settings, so no preset or config file; the
+    model's shape is in its weights, so no model setting but dropout may change; the
+    optimizer's state is in its checkpoint, so the optimizer may not change either.
+
+    Args:
+        run_dir: the run folder to continue.
+        overrides: flat field -> value (already typed), e.g. from command-line flags.
+        preset, config_path: what the user passed with --resume (refused if set).
+
+    Returns:
+        (model settings dict, TrainConfig).
+
+    Raises:
+        ConfigError: a preset, a config file, or a change the checkpoint cannot follow.
+    """
+    from gptlab.checkpoint import read_run_config
+
+    if preset or config_path:
+        raise ConfigError("--resume continues with the run's saved settings: drop --preset "
+                          "and --config (pass changes as flags, e.g. --max-iters)")
+    saved = read_run_config(run_dir)
+    over_model, over_train = split_settings(dict(overrides or {}), "command line")
+    changed = sorted(k for k, v in over_model.items()
+                     if k != "dropout" and saved["model"].get(k) != v)
+    if changed:
+        raise ConfigError(f"--{changed[0].replace('_', '-')} cannot change when resuming "
+                          "(the weights have that shape): start a new run instead")
+    saved_optimizer = saved.get("train", {}).get("optimizer", "adamw")
+    if over_train.get("optimizer", saved_optimizer) != saved_optimizer:
+        raise ConfigError(f"--optimizer cannot change when resuming (the run's optimizer "
+                          f"state is {saved_optimizer}'s): start a new run, or --init-from "
+                          "this run's weights")
+    model = {**saved["model"], **over_model}
+    return model, TrainConfig.from_dict({**saved.get("train", {}), **over_train})

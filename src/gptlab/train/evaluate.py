@@ -10,7 +10,8 @@ metrics.jsonl holds one JSON object per line:
     {"kind": "eval", "step": 100, "tokens": ..., "time": ..., "train_loss": ..., "val_loss":
      ..., "val_ppl": ..., "val_bpc": ..., "val_bpb": ...}
 "step" counts optimizer updates done; "time" is training wall time in seconds (evaluation
-excluded for train lines, included for eval lines).
+excluded for train lines, included for eval lines). With --tensorboard the same numbers go to
+RUN_DIR/tensorboard as scalars "train/loss", "train/lr", "eval/val_loss", ... (`MetricsLog`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gptlab.checkpoint import atomic_write_text
+from gptlab.errors import GptlabError
+from gptlab.files import atomic_write_text
+from gptlab.runtime import resolve_device
+from gptlab.tokenizers import Tokenizer, same_tokenizer
 
 LN2 = math.log(2.0)
 
@@ -43,7 +47,7 @@ def loss_metrics(
 
 
 def text_per_token(
-    tokenizer: Any, tokens: np.ndarray, limit: int = 1_000_000
+    tokenizer: Tokenizer, tokens: np.ndarray, limit: int = 1_000_000
 ) -> tuple[float, float]:
     """Average characters and UTF-8 bytes per token over (up to `limit` of) `tokens`.
 
@@ -58,8 +62,8 @@ def text_per_token(
 
 
 # Eval batches are stacked up to this many tokens per forward call. On CPU, calls of a few
-# thousand tokens keep the activations in cache (4,096: 5-6% faster than 16,384 for the
-# lecture-small and cpu-quick models, docs/benchmarks.md); accelerators want big calls.
+# thousand tokens keep the activations in cache (measured in docs/benchmarks.md,
+# "Training"); accelerators want big calls.
 EVAL_TOKENS_PER_FORWARD = 16_384
 EVAL_TOKENS_PER_FORWARD_CPU = 4_096
 
@@ -75,46 +79,64 @@ def estimate_loss(
 ) -> dict[str, float]:
     """Mean loss over `eval_iters` batches of each split (seed 001's estimate_loss).
 
-    The same `eval_iters` batches are drawn as in the seed, but several are stacked into one
-    forward pass (up to `tokens_per_forward` tokens; default EVAL_TOKENS_PER_FORWARD_CPU on
-    CPU, else EVAL_TOKENS_PER_FORWARD): the mean over equal-sized batches is the mean of
-    their means, and a few large calls run much faster than many small ones.
-
     Args:
         model: returns (logits, loss) from (idx, targets).
         make_batches: split -> an object with get_batch() -> (x, y), each (B, T).
         eval_iters: batches per split.
         autocast: context manager factory for mixed precision.
+        tokens_per_forward: see `mean_batch_loss` (1: one batch per call, as the seed).
 
     Returns:
-        split -> mean loss. The model is left in training mode.
+        split -> mean loss. The model is left in the mode (train or eval) it was in.
     """
     out = {}
+    was_training = model.training
     model.eval()
     try:
         for split in splits:
             batches = make_batches(split)
-            total, done = 0.0, 0
-            while done < eval_iters:
-                x, y = batches.get_batch()  # (B, T) each
-                if tokens_per_forward is None:
-                    tokens_per_forward = (EVAL_TOKENS_PER_FORWARD_CPU if x.device.type == "cpu"
-                                          else EVAL_TOKENS_PER_FORWARD)
-                per_call = max(1, tokens_per_forward // x.numel())
-                group = min(per_call, eval_iters - done)
-                xs, ys = [x], [y]
-                for _ in range(group - 1):
-                    x, y = batches.get_batch()
-                    xs.append(x)
-                    ys.append(y)
-                with autocast():
-                    _, loss = model(torch.cat(xs), torch.cat(ys))  # (group * B, T)
-                total += loss.float().item() * group
-                done += group
-            out[split] = total / eval_iters
+            out[split] = mean_batch_loss(model, batches, eval_iters, autocast,
+                                         tokens_per_forward)
     finally:
-        model.train()
+        model.train(was_training)
     return out
+
+
+def mean_batch_loss(
+    model: torch.nn.Module,
+    batches: Any,
+    n_batches: int,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    tokens_per_forward: int | None = None,
+) -> float:
+    """The mean of the losses of the next `n_batches` batches, several per forward call.
+
+    The seed runs one forward pass per batch; here as many batches as fit in
+    `tokens_per_forward` tokens (default EVAL_TOKENS_PER_FORWARD_CPU on CPU, else
+    EVAL_TOKENS_PER_FORWARD) are stacked into one: the same batches are drawn, the mean over
+    equal-sized batches is the mean of their means, and a few large calls run much faster
+    than many small ones.
+
+    Args:
+        batches: an object with get_batch() -> (x, y), each (B, T).
+    """
+    total, done = 0.0, 0
+    while done < n_batches:
+        x, y = batches.get_batch()  # (B, T) each
+        if tokens_per_forward is None:
+            tokens_per_forward = (EVAL_TOKENS_PER_FORWARD_CPU if x.device.type == "cpu"
+                                  else EVAL_TOKENS_PER_FORWARD)
+        group = min(max(1, tokens_per_forward // x.numel()), n_batches - done)
+        xs, ys = [x], [y]
+        for _ in range(group - 1):
+            x, y = batches.get_batch()
+            xs.append(x)
+            ys.append(y)
+        with autocast():
+            _, loss = model(torch.cat(xs), torch.cat(ys))  # (group * B, T)
+        total += loss.float().item() * group
+        done += group
+    return total / n_batches
 
 
 def sequential_windows(
@@ -150,24 +172,36 @@ def evaluate_tokens(
     if len(tokens) < 2:
         return float("nan"), 0
     block_size = min(block_size, len(tokens) - 1)
+    was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for i, (x, y) in enumerate(sequential_windows(tokens, block_size, batch_size)):
-        if max_batches is not None and i >= max_batches:
-            break
-        xt = torch.from_numpy(x).to(device)
-        yt = torch.from_numpy(y).to(device)
-        _, loss = model(xt, yt)
-        total += loss.float().item() * y.size
-        count += y.size
+    try:
+        for i, (x, y) in enumerate(sequential_windows(tokens, block_size, batch_size)):
+            if max_batches is not None and i >= max_batches:
+                break
+            xt = torch.from_numpy(x).to(device)
+            yt = torch.from_numpy(y).to(device)
+            _, loss = model(xt, yt)
+            total += loss.float().item() * y.size
+            count += y.size
+    finally:
+        model.train(was_training)
     return total / max(count, 1), count
 
 
 class MetricsLog:
-    """Appends JSON lines to RUN_DIR/metrics.jsonl (flushed per line)."""
+    """A run's one sink for metrics: JSON lines appended to RUN_DIR/metrics.jsonl (flushed
+    per line) and, given a TensorBoard `writer`, the same numbers as its scalars.
 
-    def __init__(self, path: Path):
+    Args:
+        path: the metrics.jsonl file.
+        writer: None, or an object with add_scalar(tag, value, step) and close(), e.g.
+            `tensorboard_writer(RUN_DIR / "tensorboard")`.
+    """
+
+    def __init__(self, path: Path, writer: Any = None):
         self.path = Path(path)
+        self.writer = writer
         self._file = None
 
     def truncate_after(self, step: int) -> None:
@@ -178,22 +212,49 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        """Log one record: {"kind": "train" or "eval", "step": N, ...}.
+
+        TensorBoard gets each value but "tokens" and "time" as the scalar "KIND/NAME".
+        """
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if self.writer is not None:
+            for name, value in record.items():
+                if name not in _NOT_SCALARS:
+                    self.writer.add_scalar(f"{record['kind']}/{name}", value, record["step"])
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+_NOT_SCALARS = frozenset({"kind", "step", "tokens", "time"})
+
+
+def tensorboard_writer(log_dir: Path) -> Any:
+    """A TensorBoard SummaryWriter writing into `log_dir`.
+
+    Raises:
+        GptlabError: the tensorboard package is not installed.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise GptlabError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from None
+    return SummaryWriter(str(log_dir))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a metrics.jsonl file (a torn last line is skipped)."""
-    from gptlab.errors import GptlabError
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -230,8 +291,6 @@ def evaluate_run(
     """
     from gptlab.checkpoint import TOKENIZER_FILE, load_run
     from gptlab.data import load_meta, load_split
-    from gptlab.errors import GptlabError
-    from gptlab.train.runtime import resolve_device
 
     if max_batches is not None and max_batches < 1:
         raise GptlabError(f"--max-batches {max_batches} must be >= 1 (or left out: all)")
@@ -253,8 +312,7 @@ def evaluate_run(
     data_dir = Path(data_dir)
     meta = load_meta(data_dir)
     data_tok = data_dir / meta.get("tokenizer_file", TOKENIZER_FILE)
-    if not data_tok.is_file() or \
-            data_tok.read_bytes() != (Path(run_dir) / TOKENIZER_FILE).read_bytes():
+    if not data_tok.is_file() or not same_tokenizer(data_tok, Path(run_dir) / TOKENIZER_FILE):
         raise GptlabError(
             f"{data_dir} was tokenized with another tokenizer than {run_dir} "
             f"({meta.get('tokenizer')}, vocab {meta.get('vocab_size')}): prepare it with the "

@@ -63,8 +63,8 @@ def configure_optimizer(
 ) -> torch.optim.Optimizer | MuonAdamW:
     """The optimizer `config.optimizer` names, over `param_groups(model, config)`.
 
-    "adamw": AdamW; the fused kernel on CUDA and CPU (on CPU it cuts the optimizer from
-    ~3 ms to ~1 ms of a 20 ms lecture-small step; see docs/benchmarks.md "Model").
+    "adamw": AdamW; the fused kernel on CUDA and CPU (on CPU torch's default is a loop over
+    the parameters, several times slower: docs/benchmarks.md, "Model").
     "muon": `MuonAdamW` (see there).
     """
     groups = param_groups(model, config)
@@ -109,11 +109,11 @@ def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], ste
 class Float32Muon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Optimizer):
     """`torch.optim.Muon` with its Newton-Schulz iterations in float32, for CPUs.
 
-    torch runs them in bfloat16, which CPUs without bf16 instructions emulate: with a CPU
-    restricted to AVX2 the speedrun's 12 matrices took 366 ms a step that way against 22 ms
-    in float32 (benchmarks/bench_optim.py); with native bf16, float32 costs ~1.4x, a few ms a
-    step, and gives the same result on every CPU. Same update rule, hyperparameters and
-    state ("momentum_buffer") as torch's, so checkpoints move between the two.
+    torch runs them in bfloat16, which CPUs without bf16 instructions emulate, many times
+    slower than float32; where bf16 is native, float32 costs a little more and gives the
+    same result on every CPU (benchmarks/bench_optim.py; figures in docs/benchmarks.md). Same
+    update rule, hyperparameters and state ("momentum_buffer") as torch's, so checkpoints
+    move between the two.
     """
 
     @torch.no_grad()

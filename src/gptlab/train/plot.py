@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gptlab.checkpoint import METRICS_FILE, atomic_write
+from gptlab.checkpoint import METRICS_FILE
 from gptlab.errors import GptlabError
+from gptlab.files import atomic_write
 from gptlab.train.evaluate import read_metrics
 
 

@@ -22,22 +22,24 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gptlab import checkpoint as ckpt
+from gptlab.data import RandomBatches
 from gptlab.errors import GptlabError
-from gptlab.train import distributed as dist_util
-from gptlab.train.config import TrainConfig
-from gptlab.train.evaluate import MetricsLog, estimate_loss, loss_metrics
-from gptlab.train.optim import configure_optimizer, get_lr
-from gptlab.train.runtime import (
+from gptlab.model import GPT, ModelConfig
+from gptlab.runtime import (
     autocast_factory,
-    data_facts,
     enable_tf32,
-    prepared_dataset_dir,
     resolve_device,
     resolve_dtype,
     rng_state,
     seed_everything,
     set_rng_state,
 )
+from gptlab.tokenizers import Tokenizer, same_tokenizer
+from gptlab.train import distributed as dist_util
+from gptlab.train.config import TrainConfig
+from gptlab.train.data import load_training_data
+from gptlab.train.evaluate import MetricsLog, estimate_loss, loss_metrics, tensorboard_writer
+from gptlab.train.optim import configure_optimizer, get_lr
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ class Trainer:
         enable_tf32(self.device)
         if not resume and self.dist.is_main:
             self._check_new_run_dir()
-        self._setup_data()
+        self.data = load_training_data(config, self.run_dir, self.dist)
         self._setup_model(model_settings)
         self.step = 0
         self.best_val_loss: float | None = None
@@ -120,31 +122,9 @@ class Trainer:
                 "or pass a new --out"
             )
 
-    def _setup_data(self) -> None:
-        from gptlab.data import RandomBatches, load_meta
-        from gptlab.tokenizers import load_tokenizer
-
-        # Rank 0 prepares the dataset first; the others then find it ready.
-        if not self.dist.is_main:
-            torch.distributed.barrier()
-        self.data_dir = prepared_dataset_dir(self.config, self.run_dir)
-        if self.dist.enabled and self.dist.is_main:
-            torch.distributed.barrier()
-        self.meta = load_meta(self.data_dir)
-        self.tokenizer_path = self.data_dir / self.meta.get("tokenizer_file", "tokenizer.json")
-        self.tokenizer = load_tokenizer(self.tokenizer_path)
-        if self.tokenizer.vocab_size != self.meta.get("vocab_size"):
-            raise GptlabError(
-                f"{self.tokenizer_path} has {self.tokenizer.vocab_size} tokens but the dataset's "
-                f"meta.json says {self.meta.get('vocab_size')}: the folder mixes two datasets; "
-                "prepare it again with --force"
-            )
-        self.data_info = data_facts(self.data_dir, self.meta, self.tokenizer)
-        self._batches_cls = RandomBatches
-
-    def _make_batches(self, split: str, seed: int) -> Any:
-        return self._batches_cls(self.data_dir, split, self.config.batch_size,
-                                 self.model_config.block_size, device=self.device, seed=seed)
+    def _make_batches(self, split: str, seed: int) -> RandomBatches:
+        return RandomBatches(self.data.dir, split, self.config.batch_size,
+                             self.model_config.block_size, device=self.device, seed=seed)
 
     def _model_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Settings for ModelConfig: from init_from's run when fine-tuning, vocab from data."""
@@ -156,7 +136,7 @@ class Trainer:
                 log.info("init_from %s: keeping its model shape (ignoring %s)",
                          self.config.init_from, ", ".join(ignored))
             settings = {**base, "dropout": settings.get("dropout", base.get("dropout", 0.0))}
-        data_vocab = int(self.meta["vocab_size"])
+        data_vocab = int(self.data.meta["vocab_size"])
         if settings.get("vocab_size") is None or self.config.init_from == "scratch" and \
                 settings["vocab_size"] < data_vocab:
             if settings.get("vocab_size") is not None:
@@ -172,8 +152,6 @@ class Trainer:
         return settings
 
     def _setup_model(self, settings: dict[str, Any]) -> None:
-        from gptlab.model import GPT, ModelConfig
-
         settings = self._model_settings(settings)
         try:
             model_config = ModelConfig.from_dict(settings)
@@ -195,10 +173,10 @@ class Trainer:
     def _load_init_weights(self) -> None:
         init_dir = Path(self.config.init_from)
         tok_path = init_dir / ckpt.TOKENIZER_FILE
-        if tok_path.is_file() and tok_path.read_bytes() != self.tokenizer_path.read_bytes():
+        if tok_path.is_file() and not same_tokenizer(tok_path, self.data.tokenizer_path):
             raise GptlabError(
                 f"--init-from {init_dir}: its tokenizer differs from the dataset's "
-                f"({self.tokenizer_path}): prepare the data with its tokenizer, "
+                f"({self.data.tokenizer_path}): prepare the data with its tokenizer, "
                 f"`gptlab prepare --tokenizer-file {tok_path} --input TEXT --out DIR`, "
                 "or pass --input TEXT instead of --data"
             )
@@ -221,17 +199,17 @@ class Trainer:
     def _write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        ckpt.write_tokenizer(self.run_dir, self.tokenizer_path)
+        ckpt.write_tokenizer(self.run_dir, self.data.tokenizer_path)
 
     def _write_config(self) -> None:
-        doc = ckpt.run_config_dict(self.model_config, self.config.to_dict(), self.data_info)
+        doc = ckpt.run_config_dict(self.model_config, self.config.to_dict(), self.data.facts)
         ckpt.write_json(self.run_dir / ckpt.CONFIG_FILE, doc)
 
     def _restore(self) -> None:
         tok_path = self.run_dir / ckpt.TOKENIZER_FILE
-        if tok_path.is_file() and tok_path.read_bytes() != self.tokenizer_path.read_bytes():
+        if tok_path.is_file() and not same_tokenizer(tok_path, self.data.tokenizer_path):
             raise GptlabError(
-                f"{tok_path} differs from the dataset's tokenizer ({self.tokenizer_path}): "
+                f"{tok_path} differs from the dataset's tokenizer ({self.data.tokenizer_path}): "
                 "resume with the dataset this run was trained on (--data)"
             )
         state = ckpt.load_checkpoint(self.run_dir, self.model, self.optimizer, self.device)
@@ -270,13 +248,90 @@ class Trainer:
                                  keep_last=self.config.keep_last, is_best=is_best)
         self._saved_step = self.step
 
-    # ------------------------------------------------------------------ loop pieces
+    # ------------------------------------------------------------------ the loop
 
     @property
     def tokens_per_step(self) -> int:
         """Tokens per optimizer update over all processes (accumulation is split by rank)."""
         return (self.config.batch_size * self.model_config.block_size
                 * self.config.gradient_accumulation_steps)
+
+    def run(self) -> TrainResult:
+        """Train until max_iters (or a stop request) and return what happened.
+
+        Seed 001's loop: every eval_interval steps estimate the loss on both splits (and
+        checkpoint), then one optimisation step on a training batch, then log it. A resumed
+        run does not evaluate again the step it resumed at: its checkpoint did.
+        """
+        cfg, start_step = self.config, self.step
+        self._saved_step = self.step if self.resume else -1
+        if cfg.tensorboard and self.dist.is_main:
+            self.metrics.writer = tensorboard_writer(self.run_dir / "tensorboard")
+        bar = _ProgressBar(cfg.max_iters, self.step, self.tokens_per_step,
+                           enabled=self.progress and self.dist.is_main)
+        t0, train_time = time.time(), 0.0
+        with _StopOnSignal(self), logging_redirect_tqdm():
+            while True:
+                # every once in a while evaluate the loss on train and val sets, and save
+                due = self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters
+                if due and not (self.resume and self.step == start_step):
+                    losses = self.evaluate()
+                    is_best = self._note_eval(losses)
+                    self._log({"kind": "eval", "step": self.step, "tokens": self.tokens,
+                               "time": round(time.time() - t0, 3), **losses})
+                    self.save(is_best=is_best)
+                if self.step >= cfg.max_iters or self._should_stop():
+                    break
+                # one optimisation step: a batch, the loss, backward, update
+                t = time.time()
+                loss = self.train_step()
+                dt = time.time() - t
+                train_time += dt
+                if self.step % cfg.log_interval == 0:
+                    self._log({"kind": "train", "step": self.step, "loss": loss,
+                               "lr": self.optimizer.param_groups[0]["lr"],
+                               "tokens": self.tokens, "time": round(train_time, 3)})
+                bar.update(loss, dt)
+        bar.close()
+        interrupted = self.step < cfg.max_iters
+        if self._saved_step != self.step:
+            self.save()
+        self.metrics.close()
+        if self.dist.enabled:
+            log.info("rank %d weights %s", self.dist.rank,
+                     dist_util.weights_digest(self.raw_model))
+        return TrainResult(self.run_dir, self.step, cfg.max_iters,
+                           (self.step - start_step) * self.tokens_per_step,
+                           time.time() - t0, interrupted, self.best_val_loss, self.last_eval,
+                           is_main=self.dist.is_main, start_step=start_step)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens trained on up to the current step."""
+        return self.step * self.tokens_per_step
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Write one metrics record (rank 0 writes), and say an evaluation on stderr."""
+        if not self.dist.is_main:
+            return
+        self.metrics.write(record)
+        if record["kind"] == "eval":
+            extra = "".join(f", val {k} {record['val_' + k]:.4f}" for k in ("bpc", "bpb")
+                            if "val_" + k in record)
+            log.info("step %d: train loss %.4f, val loss %.4f%s", self.step,
+                     record["train_loss"], record["val_loss"], extra)
+
+    def _note_eval(self, metrics: dict[str, float]) -> bool:
+        """Keep an evaluation's results; True when its val loss is the best so far."""
+        self.last_eval = metrics
+        is_best = self.best_val_loss is None or metrics["val_loss"] < self.best_val_loss
+        if is_best:
+            self.best_val_loss = metrics["val_loss"]
+        return is_best
+
+    def _should_stop(self) -> bool:
+        return dist_util.all_ranks_any(self.stop_requested, self.dist, self.device) \
+            if self.dist.enabled else self.stop_requested
 
     def evaluate(self) -> dict[str, float]:
         """estimate_loss on train and val, averaged over ranks, plus ppl / bpc / bpb."""
@@ -289,8 +344,8 @@ class Trainer:
             torch.distributed.all_reduce(t)
             losses = {"train": t[0].item() / self.dist.world_size,
                       "val": t[1].item() / self.dist.world_size}
-        val = loss_metrics(losses["val"], self.data_info["val_chars_per_token"],
-                           self.data_info["val_bytes_per_token"])
+        val = loss_metrics(losses["val"], self.data.facts["val_chars_per_token"],
+                           self.data.facts["val_bytes_per_token"])
         return {"train_loss": losses["train"], **{f"val_{k}": v for k, v in val.items()}}
 
     def train_step(self) -> float:
@@ -331,91 +386,25 @@ class Trainer:
         return (f"loss is {loss_value} at step {self.step + 1}: training stopped; {kept}. "
                 "Lower --learning-rate or set --grad-clip 1.0")
 
-    # ------------------------------------------------------------------ the loop
 
-    def run(self) -> TrainResult:
-        """Train until max_iters (or a stop request) and return what happened."""
-        start_step, self._saved_step = self.step, -1 if not self.resume else self.step
-        writer = self._tensorboard()
-        bar = tqdm(total=self.config.max_iters, initial=self.step, unit="step",
-                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
-        t0, train_time, tok_s = time.time(), 0.0, 0.0
-        with _StopOnSignal(self), logging_redirect_tqdm():
-            while True:
-                due = self.step % self.config.eval_interval == 0 or \
-                    self.step == self.config.max_iters
-                if due and not (self.resume and self.step == start_step):
-                    self._eval_and_save(time.time() - t0, writer)
-                if self.step >= self.config.max_iters or self._should_stop():
-                    break
-                t = time.time()
-                loss = self.train_step()
-                dt = time.time() - t
-                train_time += dt
-                tok_s = self.tokens_per_step / dt if tok_s == 0 else \
-                    0.9 * tok_s + 0.1 * self.tokens_per_step / max(dt, 1e-9)
-                self._log_train(loss, train_time, writer)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
-        bar.close()
-        interrupted = self.step < self.config.max_iters
-        if self._saved_step != self.step:
-            self.save()
-        if writer is not None:
-            writer.close()
-        self.metrics.close()
-        if self.dist.enabled:
-            log.info("rank %d weights %s", self.dist.rank,
-                     dist_util.weights_digest(self.raw_model))
-        return TrainResult(self.run_dir, self.step, self.config.max_iters,
-                           (self.step - start_step) * self.tokens_per_step,
-                           time.time() - t0, interrupted, self.best_val_loss, self.last_eval,
-                           is_main=self.dist.is_main, start_step=start_step)
+class _ProgressBar:
+    """tqdm's bar over the steps, showing the loss and a smoothed tokens per second."""
 
-    def _should_stop(self) -> bool:
-        return dist_util.all_ranks_any(self.stop_requested, self.dist, self.device) \
-            if self.dist.enabled else self.stop_requested
+    def __init__(self, total: int, initial: int, tokens_per_step: int, enabled: bool):
+        self.bar = tqdm(total=total, initial=initial, unit="step", disable=not enabled,
+                        dynamic_ncols=True)
+        self.tokens_per_step = tokens_per_step
+        self.tok_s = 0.0
 
-    def _eval_and_save(self, elapsed: float, writer: Any) -> None:
-        metrics = self.evaluate()
-        self.last_eval = metrics
-        is_best = self.best_val_loss is None or metrics["val_loss"] < self.best_val_loss
-        if is_best:
-            self.best_val_loss = metrics["val_loss"]
-        tokens = self.step * self.tokens_per_step
-        if self.dist.is_main:
-            self.metrics.write({"kind": "eval", "step": self.step, "tokens": tokens,
-                                "time": round(elapsed, 3), **metrics})
-            extra = "".join(f", val {k} {metrics['val_' + k]:.4f}" for k in ("bpc", "bpb")
-                            if "val_" + k in metrics)
-            log.info("step %d: train loss %.4f, val loss %.4f%s", self.step,
-                     metrics["train_loss"], metrics["val_loss"], extra)
-            if writer is not None:
-                for k, v in metrics.items():
-                    writer.add_scalar(f"eval/{k}", v, self.step)
-        self.save(is_best=is_best)
+    def update(self, loss: float, dt: float) -> None:
+        """One step done, `dt` seconds long."""
+        rate = self.tokens_per_step / max(dt, 1e-9)
+        self.tok_s = rate if self.tok_s == 0 else 0.9 * self.tok_s + 0.1 * rate
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{self.tok_s:,.0f}", refresh=False)
 
-    def _log_train(self, loss: float, train_time: float, writer: Any) -> None:
-        if not self.dist.is_main or self.step % self.config.log_interval:
-            return
-        lr = self.optimizer.param_groups[0]["lr"]
-        tokens = self.step * self.tokens_per_step
-        self.metrics.write({"kind": "train", "step": self.step, "loss": loss, "lr": lr,
-                            "tokens": tokens, "time": round(train_time, 3)})
-        if writer is not None:
-            writer.add_scalar("train/loss", loss, self.step)
-            writer.add_scalar("train/lr", lr, self.step)
-
-    def _tensorboard(self) -> Any:
-        if not (self.config.tensorboard and self.dist.is_main):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise GptlabError(
-                "--tensorboard needs the tensorboard package: pip install tensorboard"
-            ) from None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
+    def close(self) -> None:
+        self.bar.close()
 
 
 class _StopOnSignal:
@@ -460,20 +449,22 @@ def train(
         result = trainer.run()
         trained = result.step > result.start_step
         if config.sample_tokens and trainer.dist.is_main and trained and not result.interrupted:
-            result.sample = sample_text(trainer.raw_model, trainer.tokenizer,
+            result.sample = sample_text(trainer.raw_model, trainer.data.tokenizer,
                                         config.sample_tokens, config.seed)
         finished = True
         return result
     finally:
         # Drop the DDP wrapper (it holds the process group) while the interpreter is whole,
-        # then leave the group together: a rank that tore gloo down alone, at exit, once
-        # aborted with "terminate called without an active exception".
+        # then leave the group together: a rank that tears gloo down alone, at exit, can
+        # abort the process.
         trainer = None
         gc.collect()
         dist_util.teardown(barrier=finished)
 
 
-def sample_text(model: torch.nn.Module, tokenizer: Any, max_new_tokens: int, seed: int) -> str:
+def sample_text(
+    model: torch.nn.Module, tokenizer: Tokenizer, max_new_tokens: int, seed: int
+) -> str:
     """A short sample from a newline (or token 0) context, as the seed prints after training."""
     from gptlab.generate import generate
 

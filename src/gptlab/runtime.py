@@ -1,24 +1,22 @@
-"""What the trainer needs around the loop: device and precision, RNG state, dataset lookup."""
+"""Where and how tensors run: device, autocast dtype, RNG state, and the process's malloc.
+
+`train`, `sample`, `eval` and `serve` all start by resolving a --device here; training also
+picks its autocast dtype and saves and restores every RNG with a checkpoint (exact resume).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import random
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 
 from gptlab.errors import GptlabError
-from gptlab.train.config import TrainConfig
-
-log = logging.getLogger(__name__)
-
 
 # ---------------------------------------------------------------------------- device
 
@@ -32,11 +30,9 @@ def keep_freed_memory() -> bool:
     kernel (no mmap for blocks under 1 GiB, no trimming under 1 GiB free).
 
     A CPU training step frees and re-allocates the same activation buffers every step; by
-    default glibc maps large ones fresh each time and pays the page faults again. With the
-    fused CPU AdamW it took lecture-small from 162 to 134 s here (docs/benchmarks.md,
-    "Training"). It changes
-    the whole process, so only `gptlab train` calls it. Returns False where it cannot
-    (not Linux/glibc).
+    default glibc maps large ones fresh each time and pays the page faults again (the
+    saving is measured in docs/benchmarks.md, "Training"). It changes the whole process,
+    so only `gptlab train` calls it. Returns False where it cannot (not Linux/glibc).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -48,27 +44,30 @@ def keep_freed_memory() -> bool:
         mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(device: str) -> str:
     """"auto" -> cuda, then mps, then cpu; anything else is checked to exist."""
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
+        return "mps" if _mps_available() else "cpu"
     kind = device.split(":")[0]
     if kind == "cuda" and not torch.cuda.is_available():
         raise GptlabError(f"--device {device}: CUDA is not available here; use --device cpu")
-    if kind == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
+    if kind == "mps" and not _mps_available():
         raise GptlabError(f"--device {device}: MPS is not available here; use --device cpu")
     if kind not in ("cpu", "cuda", "mps"):
         raise GptlabError(f"--device {device!r} is not one of: auto, cpu, cuda, cuda:N, mps")
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def resolve_dtype(dtype: Dtype, device: str) -> torch.dtype:
     """The autocast dtype: "auto" is bfloat16 on CUDA GPUs that support it, else float32."""
     if dtype == "auto":
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
@@ -78,7 +77,9 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
         raise GptlabError(
             f"--dtype float16 needs CUDA (device is {device}); use bfloat16 or float32"
         )
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    if dtype not in get_args(Dtype):
+        raise GptlabError(f"--dtype {dtype!r} is not one of: {', '.join(get_args(Dtype))}")
+    return getattr(torch, dtype)
 
 
 def autocast_factory(
@@ -92,7 +93,8 @@ def autocast_factory(
 
 
 def enable_tf32(device: str) -> None:
-    """Let float32 matmuls use TF32 tensor cores on CUDA (about 3x faster, ample precision)."""
+    """Let float32 matmuls use TF32 tensor cores on CUDA (much faster, ample precision for
+    training)."""
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -142,58 +144,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
         cuda_states = [s.cpu() for s in state["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
-
-
-# ---------------------------------------------------------------------------- data
-
-
-def prepared_dataset_dir(config: TrainConfig, run_dir: Path) -> Path:
-    """The prepared dataset folder for a config.
-
-    --data is used as is; --input is prepared into RUN_DIR/data (so the run folder is
-    self-contained); a built-in --dataset is prepared once into the corpus cache. Both are
-    reused while their source is unchanged.
-    """
-    from gptlab.data import cache_dir, prepare
-
-    if config.data:
-        data_dir = Path(config.data).expanduser()
-        if not (data_dir / "meta.json").is_file():
-            raise GptlabError(
-                f"--data {data_dir} is not a prepared dataset (no meta.json): run "
-                f"`gptlab prepare --input TEXT --out {data_dir}` first"
-            )
-        return data_dir
-    # fine-tuning encodes the new text with the tokenizer the weights were trained with
-    init_tok: Path | None = Path(config.init_from) / "tokenizer.json"
-    if config.init_from == "scratch" or not init_tok.is_file():
-        init_tok = None
-    if config.input:
-        source, out = str(Path(config.input).expanduser()), Path(run_dir) / "data"
-    elif init_tok is None:
-        source = config.dataset
-        out = cache_dir() / "datasets" / f"{config.dataset}-{config.tokenizer}"
-    else:  # a built-in corpus in another run's tokenizer: not shared through the cache
-        source, out = config.dataset, Path(run_dir) / "data"
-    log.info("preparing %s (tokenizer: %s) in %s", source, init_tok or config.tokenizer, out)
-    prepare(source, out, tokenizer=config.tokenizer, force=True, tokenizer_file=init_tok)
-    return out
-
-
-def data_facts(data_dir: Path, meta: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
-    """The "data" section of a run's config.json, with characters and bytes per val token."""
-    from gptlab.data import load_split
-    from gptlab.train.evaluate import text_per_token
-
-    chars, nbytes = text_per_token(tokenizer, load_split(data_dir, "val"))
-    return {
-        "dir": str(Path(data_dir).resolve()),
-        "source": meta.get("source"),
-        "tokenizer": meta.get("tokenizer"),
-        "vocab_size": meta.get("vocab_size"),
-        "train_tokens": meta.get("train_tokens"),
-        "val_tokens": meta.get("val_tokens"),
-        "source_sha256": meta.get("source_sha256"),
-        "val_chars_per_token": chars,
-        "val_bytes_per_token": nbytes,
-    }

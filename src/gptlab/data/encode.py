@@ -1,0 +1,174 @@
+"""Encoding the input files into one file of token ids, block by block, in order.
+
+Each file is read in blocks cut only where a cut cannot change the tokenization (see
+`gptlab.data.reading`), so memory stays bounded by the block size, not the file size, and
+the ids equal those of encoding each whole file at once. Documents are joined by the
+tokenizer's `<|endoftext|>` where it has one.
+
+Where the cores go: bpe encodes batches of blocks on HF tokenizers' threads, gpt2's
+`encode_to_array` splits a block over tiktoken's threads, and a large gpt2 input is
+encoded by a pool of worker processes instead (`encode_workers`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from gptlab.data.reading import document_texts
+from gptlab.errors import GptlabError
+from gptlab.tokenizers import GPT2Tokenizer, Tokenizer
+from gptlab.tokenizers.base import resolve_num_threads
+from gptlab.tokenizers.char import UnknownCharacterError
+
+_ENCODE_BLOCK = 1 << 20  # bytes of text per encode call (one batch item for gpt2/bpe)
+# gpt2 inputs this large are encoded in worker processes: tiktoken's threads in one process
+# contend on its allocator, which separate processes do not share; below this size the
+# start-up of the processes is not worth it.
+_PROCESS_MIN_BYTES = 16 << 20
+
+
+def corpus_texts(files: Sequence[Path], errors: str, clean: Sequence[str]) -> Iterator[str]:
+    """The cleaned text of all `files`, in encode-sized blocks (for learning a vocabulary)."""
+    for path in files:
+        yield from document_texts(path, errors, clean, _ENCODE_BLOCK)
+
+
+def encode_workers(tok: Tokenizer, total_bytes: int, workers: int) -> int:
+    """How many processes encode: `workers` (0 = one per core) for large gpt2 inputs where
+    fork is available, else 1 (this process; its encoders still use threads)."""
+    if tok.name != "gpt2" or total_bytes < _PROCESS_MIN_BYTES:
+        return 1
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return resolve_num_threads(workers)
+
+
+def write_tokens(
+    tok: Tokenizer,
+    files: Sequence[Path],
+    dest: Path,
+    dtype: np.dtype,
+    *,
+    errors: str,
+    clean: Sequence[str],
+    total_bytes: int,
+    workers: int = 0,
+    progress: bool = False,
+) -> int:
+    """Encode every file into `dest` as raw `dtype` ids; returns the number of tokens written.
+
+    Args:
+        tok: the tokenizer; a char tokenizer without `<unk>` must know every character.
+        files: the documents, in order; `total_bytes` is their size (for the progress bar).
+        errors, clean: how to decode and clean the text (as for `document_texts`).
+        workers: processes for a large gpt2 input (0 = one per core; see `encode_workers`).
+    """
+    n = 0
+    workers = encode_workers(tok, total_bytes, workers)
+    bar = tqdm(
+        total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="encode",
+        disable=not progress, file=sys.stderr, dynamic_ncols=True,
+    )
+    blocks = _encoded_blocks(tok, files, errors, clean, bar, workers)
+    with bar, open(dest, "wb") as f:
+        for ids in blocks:
+            ids.astype(dtype, copy=False).tofile(f)
+            n += len(ids)
+    return n
+
+
+def _encoded_blocks(
+    tok: Tokenizer, files: Sequence[Path], errors: str, clean: Sequence[str], bar,
+    workers: int,
+) -> Iterator[np.ndarray]:
+    """Token id arrays for all files in order, documents joined by the tokenizer's EOT."""
+    if workers > 1 and tok.name == "gpt2":
+        yield from _encoded_blocks_in_processes(files, errors, clean, bar, workers, tok.eot_id)
+        return
+    batched = tok.name == "bpe"  # gpt2's encode_to_array is parallel on its own
+    batch_len = max(4, 2 * (os.cpu_count() or 1))
+    eot = tok.eot_id
+    for doc_index, path in enumerate(files):
+        if doc_index > 0 and eot is not None:
+            yield np.array([eot], dtype=np.int64)
+        batch: list[str] = []
+        for text in document_texts(path, errors, clean, _ENCODE_BLOCK, None, bar.update):
+            if not batched:
+                yield _encode_block(tok, text)
+            else:
+                batch.append(text)
+                if len(batch) == batch_len:
+                    yield from _encode_batch(tok, batch)
+                    batch = []
+        if batch:
+            yield from _encode_batch(tok, batch)
+
+
+def _encode_block(tok: Tokenizer, text: str) -> np.ndarray:
+    try:
+        return tok.encode_to_array(text)
+    except UnknownCharacterError:
+        # The char vocabulary came from scanning these very files (or was checked against
+        # them), so an unknown character means a file changed between the scan and now.
+        raise GptlabError(
+            "an input file changed while it was being prepared (it holds characters the first "
+            "pass did not see): run prepare again once the files stay put"
+        ) from None
+
+
+def _encode_batch(tok: Tokenizer, texts: list[str]) -> Iterator[np.ndarray]:
+    for ids in tok.encode_batch(texts, num_threads=0):
+        yield np.array(ids, dtype=np.int64)
+
+
+_worker_tokenizer: GPT2Tokenizer | None = None  # a worker process's tokenizer, built on first use
+
+
+def _ignore_interrupts() -> None:
+    # A worker leaves Ctrl-C / SIGTERM to the parent, which stops submitting, cleans up its
+    # temporary folder and shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _gpt2_encode_block(text: str) -> np.ndarray:
+    global _worker_tokenizer
+    if _worker_tokenizer is None:
+        _worker_tokenizer = GPT2Tokenizer()
+    return _worker_tokenizer.encode_to_array(text, num_threads=1)
+
+
+def _encoded_blocks_in_processes(
+    files: Sequence[Path], errors: str, clean: Sequence[str], bar, workers: int, eot: int
+) -> Iterator[np.ndarray]:
+    """gpt2 blocks encoded by a pool of forked processes, at most 2 blocks per worker in
+    flight (memory stays bounded), results in input order."""
+    pending: deque[Future] = deque()
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=fork, initializer=_ignore_interrupts) as pool:
+        for doc_index, path in enumerate(files):
+            if doc_index > 0:
+                pending.append(_done(np.array([eot], dtype=np.int64)))
+            for text in document_texts(path, errors, clean, _ENCODE_BLOCK, None, bar.update):
+                pending.append(pool.submit(_gpt2_encode_block, text))
+                while len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _done(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
