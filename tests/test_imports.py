@@ -23,11 +23,10 @@ PACKAGE = "gptlab"
 # Top to bottom. A part may import parts on lower layers only.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),  # `python -m gptlab` runs the CLI
-    ("cli",),
-    ("commands",),
+    ("cli",),  # the parser and one module per subcommand
     ("train", "serve", "interop"),
     ("data", "generate", "checkpoint", "inspect"),
-    ("runtime",),  # device, dtype and RNG: used by train, serve, commands and eval
+    ("runtime",),  # device, dtype and RNG: used by train, serve and the cli
     ("model", "tokenizers", "text"),
     ("files", "checks", PACKAGE),  # PACKAGE: gptlab/__init__.py (__version__)
     ("errors",),

@@ -1,4 +1,4 @@
-"""One module per `gptlab` subcommand.
+"""What the subcommand modules of `gptlab.cli` share: parser construction and options.
 
 Each module defines `add_parser(subparsers) -> None`, which creates its subcommand with
 `new_command(...)` and sets `func=run`, where `run(args: argparse.Namespace) -> int`.

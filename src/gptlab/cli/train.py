@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from gptlab.commands import add_option, new_command
+from gptlab.cli.options import add_option, new_command
 from gptlab.errors import ConfigError, GptlabError
 
 DESCRIPTION = """\

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gptlab.commands import add_option, new_command
+from gptlab.cli.options import add_option, new_command
 
 DESCRIPTION = """\
 Evaluate a run folder on a dataset split in non-overlapping windows of the model's block

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from gptlab.commands import add_option, new_command
+from gptlab.cli.options import add_option, new_command
 from gptlab.errors import GptlabError
 
 DESCRIPTION = """\

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from gptlab.commands import add_option, new_command
+from gptlab.cli.options import add_option, new_command
 
 if TYPE_CHECKING:
     from gptlab.checkpoint import Run

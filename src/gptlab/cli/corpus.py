@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gptlab.commands import add_option, new_command
+from gptlab.cli.options import add_option, new_command
 
 DESCRIPTION = """\
 Named corpora (e.g. `shakespeare`) can be passed to `gptlab prepare --input NAME`; they

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gptlab.commands import add_option, new_command_with_kinds, new_kind, report_written
+from gptlab.cli.options import add_option, new_command_with_kinds, new_kind, report_written
 
 DESCRIPTION = """\
 Turn weights trained elsewhere into a gptlab run folder, ready for `gptlab sample`,

@@ -1,6 +1,8 @@
 """The `gptlab` command-line tool: parse, call the library, print.
 
-User mistakes arrive as `GptlabError` and leave as one line on stderr with exit status 1;
+One module per subcommand lives beside this file (`gptlab/cli/train.py` is `gptlab
+train`), with the option helpers they share in `options.py`; `COMMANDS` below is the table
+of all of them. User mistakes arrive as `GptlabError` and leave as one line on stderr with exit status 1;
 a traceback means a bug in gptlab.
 """
 
@@ -16,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gptlab import __version__
-from gptlab.commands import corpus, export, import_, plot, prepare, sample, serve, stats, train
-from gptlab.commands import eval as eval_  # as: not to shadow the builtin eval
+from gptlab.cli import corpus, export, import_, plot, prepare, sample, serve, stats, train
+from gptlab.cli import eval as eval_  # as: not to shadow the builtin eval
 from gptlab.errors import GptlabError
 
 # Every subcommand: its name → the function that adds its parser (which sets `func=run`).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gptlab.commands import add_option, new_command
+from gptlab.cli.options import add_option, new_command
 
 
 def add_parser(subparsers) -> None:

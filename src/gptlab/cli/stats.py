@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import get_args
 
-from gptlab.commands import add_option, new_command
+from gptlab.cli.options import add_option, new_command
 from gptlab.errors import GptlabError
 from gptlab.tokenizers import Tokenizer, TokenizerKind
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import get_args
 
-from gptlab.commands import add_option, new_command
+from gptlab.cli.options import add_option, new_command
 from gptlab.data.reading import TextErrors
 from gptlab.tokenizers import TokenizerKind
 
