@@ -2,8 +2,8 @@
 
 One module per subcommand lives beside this file (`gptlab/cli/train.py` is `gptlab
 train`), with the option helpers they share in `options.py`; `COMMANDS` below is the table
-of all of them. User mistakes arrive as `GptlabError` and leave as one line on stderr with exit status 1;
-a traceback means a bug in gptlab.
+of all of them. User mistakes arrive as `GptlabError` and leave as one line on stderr
+with exit status 1; a traceback means a bug in gptlab.
 """
 
 from __future__ import annotations
