@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -319,7 +322,6 @@ def test_rejects_option_errors_early():
 
 def test_sigterm_mid_prepare_stops_cleanly_and_leaves_nothing(tmp_path, shakespeare_path,
                                                               gptlab_cmd, subprocess_env):
-    import signal
     import subprocess
     import time
 
@@ -339,6 +341,21 @@ def test_sigterm_mid_prepare_stops_cleanly_and_leaves_nothing(tmp_path, shakespe
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     assert list(work.iterdir()) == []
+
+
+def _blocked_signals() -> set[int]:
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+def test_encode_workers_start_with_interrupts_blocked():
+    """The forked workers keep SIGINT/SIGTERM blocked (only the parent handles them); the
+    parent's own mask is back as it was once they have started."""
+    before = _blocked_signals()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        encode_module._start_workers(pool)
+        assert _blocked_signals() == before
+        in_worker = pool.submit(_blocked_signals).result(timeout=60)
+    assert {signal.SIGINT, signal.SIGTERM} <= in_worker
 
 
 def test_tokenizer_file_reuses_a_saved_tokenizer(tmp_path):

@@ -106,7 +106,7 @@ def test_char_bad_vocabularies():
         CharTokenizer(["a", "ab"])
     with pytest.raises(GptlabError, match="lists 'a' twice"):
         CharTokenizer(["a", "b", "a"])
-    with pytest.raises(GptlabError, match="empty text"):
+    with pytest.raises(GptlabError, match="vocabulary is empty: build it from a non-empty text"):
         CharTokenizer.from_text("")
 
 

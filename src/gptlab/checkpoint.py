@@ -17,21 +17,10 @@ it):
         trainer.pt           optimizer state, step, RNG states (python, numpy, torch, cuda),
                              batch sampler state; read with torch.load(weights_only=True)
 
-Weights files are written with `safetensors.torch.save_model` (tied weights are stored
-once and restored by `load_model`). Every file is written to a temporary name, fsynced and
-renamed (`gptlab.files.atomic_write`), and a step folder appears under its final name only
-once complete, so a process killed at any moment leaves the previous checkpoint intact.
-Loading never executes code from a file: safetensors holds only tensors and `torch.load`
-runs with `weights_only=True` (`gptlab.files.safe_torch_load`).
-
-Public API:
-    write_run(run_dir, model, tokenizer, ...)   create a run folder from weights alone
-    load_run(run_dir, which="best", device="cpu") -> Run(model, tokenizer, config)
-    save_checkpoint(run_dir, model, optimizer, state, keep_last=2) -> step folder
-    load_checkpoint(run_dir, model, optimizer=None) -> trainer state dict
-    save_weights / load_weights                 one safetensors file, atomically / safely
-Foreign, corrupt or truncated files, and a tokenizer that does not fit the model, raise
-`GptlabError` with the file's path.
+Every file is written atomically (`gptlab.files.atomic_write`) and a step folder appears
+under its final name only once complete, so a process killed at any moment leaves the
+previous checkpoint intact. Loading never runs code from a file (`safe_torch_load`), and a
+foreign, corrupt or truncated file, or a tokenizer that does not fit, is a `GptlabError`.
 """
 
 from __future__ import annotations
@@ -77,7 +66,6 @@ STATE_DIR = "state"
 TRAINER_STATE_FILE = "trainer.pt"
 _STEP_PREFIX = "step-"
 
-# Which weights of a run to load: best.safetensors or model.safetensors.
 Which = Literal["best", "latest"]
 WHICH_WEIGHTS: tuple[str, ...] = get_args(Which)
 
@@ -120,8 +108,7 @@ def read_weights_metadata(path: Path) -> dict[str, str]:
 def load_weights(path: Path, model: torch.nn.Module, device: str | torch.device = "cpu"):
     """Load a safetensors file into `model` (strict: same parameter names and shapes).
 
-    Raises:
-        GptlabError: the file is missing, corrupt, truncated, or holds another model's weights.
+    A missing, corrupt or truncated file, or another model's weights, is a GptlabError.
     """
     path = Path(path)
     read_weights_metadata(path)  # checks the header before touching the model
@@ -166,20 +153,16 @@ def save_checkpoint(
     keep_last: int = 2,
     is_best: bool = False,
 ) -> Path:
-    """Save a resumable checkpoint in RUN_DIR/state/step-NNNNNNNN and update model.safetensors.
+    """Save a resumable checkpoint in RUN_DIR/state/step-NNNNNNNN, update model.safetensors
+    and return the new step folder.
 
     Args:
-        run_dir: the run folder.
         model: the model (DDP / compiled wrappers are unwrapped).
         optimizer: its state is stored with the trainer state (None: weights only).
         state: trainer state; must hold "step" (int); may hold tensors, numbers, strings,
             lists, tuples and dicts (whatever `torch.load(weights_only=True)` accepts).
-        keep_last: how many step folders to keep (older ones are deleted after the new
-            one is complete).
+        keep_last: how many step folders to keep (older ones go once the new one is done).
         is_best: also write best.safetensors.
-
-    Returns:
-        The new step folder.
     """
     if keep_last < 1:
         raise GptlabError(f"keep_last={keep_last} must be at least 1")
@@ -222,12 +205,9 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore the newest checkpoint of RUN_DIR into `model` (and `optimizer`).
 
-    Returns:
-        The trainer state saved with it ("step", RNG states, sampler state, ...), without
-        the optimizer entry.
-
-    Raises:
-        GptlabError: no checkpoint, or a corrupt / truncated / foreign one.
+    Returns the trainer state saved with it ("step", RNG states, sampler state, ...),
+    without the optimizer entry. No checkpoint, or a corrupt, truncated or foreign one, is
+    a GptlabError.
     """
     step_dir = latest_checkpoint_dir(run_dir)
     if step_dir is None:
@@ -308,7 +288,6 @@ def write_run(
     weights), so `load_run`, `gptlab sample` and `gptlab eval` work on it.
 
     Args:
-        run_dir: the folder to write (created if needed).
         model: a `gptlab.model.GPT` (its `.config` is saved).
         tokenizer: a tokenizer object with `save(path)`, or the path of a tokenizer.json.
         train_config: TrainConfig as a dict, if any.
@@ -340,8 +319,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def model_from_config(model_dict: dict[str, Any], where: Path | str) -> GPT:
-    """A new `GPT` (fresh weights) from a ModelConfig dict; a bad dict is a GptlabError
-    naming `where`."""
+    """A new `GPT` (fresh weights) from a ModelConfig dict; errors name `where`."""
     from gptlab.model import GPT, ModelConfig
 
     try:
@@ -353,15 +331,6 @@ def model_from_config(model_dict: dict[str, Any], where: Path | str) -> GPT:
     return GPT(config)
 
 
-def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int, where: Path) -> None:
-    """A tokenizer fits a model when every id it produces is below the model's vocab_size."""
-    if tokenizer.vocab_size > vocab_size:
-        raise GptlabError(
-            f"{where}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
-            f"vocab_size is {vocab_size}; the tokenizer does not belong to this model"
-        )
-
-
 def load_run(
     run_dir: Path,
     which: Which = "best",
@@ -369,11 +338,8 @@ def load_run(
 ) -> Run:
     """Load a run folder's model (eval mode, on `device`), tokenizer and config.
 
-    Args:
-        run_dir: the run folder.
-        which: "best" (best.safetensors, falling back to the latest weights when the run
-            has no evaluation yet) or "latest" (model.safetensors).
-        device: where to put the model.
+    `which` is "best" (best.safetensors, falling back to the latest weights when the run
+    has no evaluation yet) or "latest" (model.safetensors).
     """
     from gptlab.tokenizers import load_tokenizer
 
@@ -391,6 +357,11 @@ def load_run(
     if not tok_path.is_file():
         raise GptlabError(f"{tok_path} not found: the run folder is incomplete")
     tokenizer = load_tokenizer(tok_path)
-    check_tokenizer_fits(tokenizer, model.config.vocab_size, tok_path)
+    vocab_size = model.config.vocab_size
+    if tokenizer.vocab_size > vocab_size:  # it would produce ids the model has no row for
+        raise GptlabError(
+            f"{tok_path}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+            f"vocab_size is {vocab_size}; the tokenizer does not belong to this model"
+        )
     return Run(model=model, tokenizer=tokenizer, config=config, run_dir=run_dir,
                weights_path=weights)

@@ -1,20 +1,11 @@
 """File helpers every layer shares: atomic writes, JSON, one safe `torch.load`, file modes.
 
-Atomic writes: a file is written under a temporary name in its folder, fsynced and renamed
-over the target, so a reader (or a process killed mid-write) sees the old file or the
-complete new one, never a partial one.
-
-Modes: `tempfile.mkstemp` creates private (0600) files; a dataset, tokenizer or checkpoint
-renamed into place should get the mode any other file the user creates gets (0666 minus the
-umask).
-
 This module is the bottom layer: it imports nothing from gptlab but `gptlab.errors`, and
 torch only inside `safe_torch_load`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -51,7 +42,11 @@ def umask() -> int:
 
 
 def set_normal_mode(path: str | os.PathLike[str], directory: bool = False) -> None:
-    """chmod `path` to 0666 (0777 for a folder) minus the umask."""
+    """chmod `path` to 0666 (0777 for a folder) minus the umask.
+
+    `tempfile.mkstemp` creates private (0600) files; a dataset, tokenizer or checkpoint
+    renamed into place should get the mode any other file the user creates gets.
+    """
     os.chmod(path, (0o777 if directory else 0o666) & ~umask())
 
 
@@ -73,10 +68,10 @@ def fsync_dir(dir_path: str | os.PathLike[str]) -> None:
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
-    """Write `path` via `write(tmp_path)`, fsync, then rename over `path`.
+    """Write `path` via `write(tmp_path)` (a temporary file in its folder), fsync, rename.
 
-    Readers see either the old file or the complete new one, never a partial write; when
-    `write` raises, `path` is untouched and the temporary file is removed.
+    Readers, and a process killed mid-write, see either the old file or the complete new
+    one, never a partial write; when `write` raises, `path` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,25 +154,22 @@ def safe_torch_load(
     """`torch.load(path, weights_only=True)`: tensors and plain data, never pickled code.
 
     Args:
-        path: the file.
         what: what the file should be, for the message ("checkpoint", "trainer state").
-        map_location: as for `torch.load`.
         allowed_globals: extra classes the unpickler may rebuild (torch.serialization's
             `safe_globals`, e.g. numpy scalar types); they must be data, not code.
         refused_fix: appended to the message when the file asks for code.
         corrupt_fix: appended to the message when the file is truncated or corrupt.
 
     Raises:
-        GptlabError: one line naming the file: it asks for a class or function (nothing is
-            run), or it is truncated, corrupt or missing.
+        GptlabError: the file asks for a class or function (nothing is run), or it is
+            truncated, corrupt or missing.
     """
     import pickle
 
     import torch
 
-    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     try:
-        with allow(list(allowed_globals)) if allow else contextlib.nullcontext():
+        with torch.serialization.safe_globals(list(allowed_globals)):
             return torch.load(path, map_location=map_location, weights_only=True)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise GptlabError(f"{path} could not be read ({exc.strerror or exc})") from None

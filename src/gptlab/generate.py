@@ -1,42 +1,33 @@
 """Generation: one sampling config, the sampling rule, and the seed's loop with a KV cache.
 
 `generate` returns the prompt and its continuation; `stream` yields the new tokens as
-they are produced. Both take their options as a `SamplingConfig` (`sampling=`) or as its
-fields by keyword, and both drive any model with the `forward(idx) -> (logits, loss)`
-signature: a GPT gets the KV cache, other models (the bigram) the recompute loop over
-their context. The loop itself is `_sample_loop`, seed 001's `generate`: logits of the
-last position → `sample_next_token` → append.
+they are produced. Both take a `SamplingConfig` (`sampling=`) or its fields by keyword,
+and drive any model with `forward(idx) -> (logits, loss)`: a GPT gets the KV cache, other
+models (the bigram) the recompute loop over their context. The loop is `_sample_loop`,
+seed 001's `generate`: logits of the last position → `sample_next_token` → append.
 
-Rules (each documented where it applies):
 - Empty prompt: every row starts from `start_token` (the seed starts from token 0), and
   that token is part of the returned ids.
-- temperature 0 means greedy (argmax), like `greedy=True`; a negative temperature is an
-  error. top_k larger than the vocabulary is clamped to it; top_k < 1 is an error.
-  top_p must lie in (0, 1]; 1 keeps every token.
 - `seed` draws from a private torch.Generator: the same seed gives the same tokens with or
-  without the KV cache, and the global RNG is neither used nor advanced. Without a seed,
-  sampling uses (and advances) torch's global RNG.
+  without the KV cache, and the global RNG is neither used nor advanced.
 - Batches: idx is (B, T), every row the same length; `num_samples` repeats each row.
-- Stop tokens: a row that samples one of `stop_tokens` is finished; the stop token is
-  kept, and that row's later positions repeat it as padding. Generation ends early once
-  every row has finished, so the result can be shorter than T + max_new_tokens.
+- Stop tokens: a row that samples one is finished; the stop token is kept and repeated as
+  padding. Generation ends once every row has finished, so the result can be shorter
+  than T + max_new_tokens.
 
 The KV cache and the sliding window (`exact`). While prompt + generated tokens fit in
-block_size, the cache gives exactly the cache-free result (same maths, one token per
-step). Past block_size the cache-free loop (the seed's) crops to the last block_size
-tokens and re-runs them: every token's position and every layer's view of the window
-changes. With `exact=True` (the default) the engine then does the same recompute, so
-outputs stay identical to the seed's loop for every pos_encoding, at the price of a
-full-window forward per token. `exact=False` (`gptlab sample --no-exact`, the server's
-`"exact": false`) keeps one cached token per step past the window, as an approximation:
+block_size, the cache gives exactly the cache-free result. Past block_size the seed's loop
+crops to the last block_size tokens and re-runs them: every token's position and every
+layer's view of the window changes. `exact=True` (the default) then does the same
+recompute, a full-window forward per token, so outputs stay identical to the seed's loop
+for every pos_encoding. `exact=False` (`gptlab sample --no-exact`, the server's
+`"exact": false`) keeps one cached token per step, as an approximation:
 - rope: a rolling cache (the newest token overwrites the oldest slot). RoPE makes cached
-  keys position-independent, so this is exact *sliding-window attention*: each token
-  attends to the previous block_size tokens at every layer. It equals the cropped
-  recompute only for a one-layer model; with more layers, a cached key was computed while
-  its token still saw tokens that have since left the window.
+  keys position-independent, so this is exact *sliding-window attention*. It equals the
+  cropped recompute only for a one-layer model; with more layers, a cached key was
+  computed while its token still saw tokens that have since left the window.
 - learned / sinusoidal: "restart": when the cache is full, re-run the last block_size // 2
-  tokens from position 0 and continue caching, so each prediction sees between half and
-  a full window of context (the cropped recompute always sees a full window).
+  tokens from position 0, so each prediction sees between half and a full window.
 """
 
 from __future__ import annotations
@@ -68,21 +59,18 @@ class SamplingError(ConfigError):
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to pick each new token; validated on construction (a bad field raises
-    `SamplingError`, a ConfigError naming the field and its rule).
+    """How to pick each new token; a bad field raises `SamplingError` on construction.
 
     Args:
         temperature: divides the logits; 0 means greedy.
         top_k: keep only the k most likely tokens (clamped to the vocabulary; None: all).
         top_p: nucleus sampling threshold in (0, 1] (None or 1: no cut).
-        greedy: always take the most likely token.
-        seed: seeds a private generator for reproducible sampling, in [0, 2**63).
+        seed: seeds a private generator, in [0, 2**63) (None: torch's global RNG).
         use_cache: use the KV cache (GPT only); False runs the seed's recompute loop.
-        stop_tokens: ids that end a row (see the module docstring for batches); any
-            iterable of ids, stored as a tuple.
+        stop_tokens: ids that end a row; any iterable of ids, stored as a tuple.
         start_token: the id an empty prompt starts from.
-        exact: past block_size, recompute the window so results equal the cache-free
-            loop (True), or use the faster rolling/restart approximation (False).
+        exact: past block_size, recompute the window (True: the seed's loop) or use the
+            rolling / restart approximation (False).
         num_samples: continuations per prompt row (rows are repeated in place).
     """
 
@@ -127,12 +115,6 @@ class SamplingConfig:
         if not (is_int(self.num_samples) and self.num_samples >= 1):
             raise SamplingError("num_samples", self.num_samples, "must be an integer >= 1")
 
-    def new_generator(self, device: torch.device) -> torch.Generator | None:
-        """A generator seeded with `seed` (None without a seed: torch's global RNG)."""
-        if self.seed is None:
-            return None
-        return torch.Generator(device=device).manual_seed(self.seed)
-
 
 def sample_next_token(
     logits: Tensor,
@@ -142,19 +124,13 @@ def sample_next_token(
     greedy: bool = False,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Pick one token per row from next-token logits.
+    """Pick one token per row from (B, V) next-token logits → (B,) int64 ids.
 
     Temperature divides the logits; top_k keeps the k most likely tokens (clamped to V);
     top_p keeps the smallest set of most likely tokens whose probability reaches p
-    (nucleus sampling, Holtzman et al. 2019); the rest are sampled from. greedy or
-    temperature 0 returns the argmax (the lowest id on ties).
-
-    Args:
-        logits: (B, V) unnormalised scores.
-        generator: random source for the draw (None: torch's global RNG).
-
-    Returns:
-        (B,) int64 token ids.
+    (nucleus sampling, Holtzman et al. 2019); the rest are sampled from, with `generator`
+    (None: torch's global RNG). greedy or temperature 0 returns the argmax (the lowest id
+    on ties).
     """
     if greedy or temperature == 0:
         return logits.argmax(dim=-1)
@@ -198,16 +174,12 @@ def generate(
         idx: prompt ids: a (B, T) tensor, a (T,) tensor or list (one row), or nested
             lists of equal length. T may exceed block_size (the model sees the last
             block_size tokens); T == 0 starts every row from `start_token`.
-        max_new_tokens: tokens to add (>= 0).
         sampling: how to sample (default: `SamplingConfig()`).
-        **options: `SamplingConfig` fields by keyword (temperature, top_k, top_p, greedy,
-            seed, use_cache, stop_tokens, start_token, exact, num_samples); they
-            override the fields of `sampling`.
+        **options: `SamplingConfig` fields by keyword; they override those of `sampling`.
 
     Returns:
         (B·num_samples, T + n) int64 ids on the model's device: the prompt (or the start
-        token) followed by n ≤ max_new_tokens new tokens (n < max_new_tokens only when
-        every row hit a stop token).
+        token), then n new tokens (n < max_new_tokens only when every row has stopped).
     """
     prompt, config = _start(model, idx, max_new_tokens, sampling, options)
     new = [idx_next[:, None] for idx_next in _sample_loop(model, prompt, max_new_tokens, config)]
@@ -224,10 +196,9 @@ def stream(
 ) -> Iterator[Tensor]:
     """Yield the new tokens one step at a time, as they are produced.
 
-    Takes the same arguments as `generate` and checks them at once (before the first
-    step). Each step yields a (B,) int64 tensor, one new id per row — also when B == 1
-    (use `.item()`); rows that already stopped repeat their stop token. The prompt
-    (or the start token of an empty prompt) is not yielded.
+    Takes `generate`'s arguments and checks them before the first step. Each step yields
+    a (B,) int64 tensor, one new id per row, also when B == 1 (use `.item()`); rows that
+    already stopped repeat their stop token. The prompt is not yielded.
     """
     prompt, config = _start(model, idx, max_new_tokens, sampling, options)
     return _sample_loop(model, prompt, max_new_tokens, config)
@@ -248,7 +219,9 @@ def _start(
     vocab_size = _vocab_size(model)
     for token in config.stop_tokens:
         _check_in_vocab("stop token", token, vocab_size)
-    return _prepare_prompt(idx, config, vocab_size, _model_device(model)), config
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    return _prepare_prompt(idx, config, vocab_size, device), config
 
 
 def _sample_loop(
@@ -257,9 +230,12 @@ def _sample_loop(
     """Seed 001's generate loop: the last position's logits → sample → append; yields
     each step's (B,) new ids. `_Decoder` decides between KV cache and recompute."""
     decoder = _Decoder(model, config.use_cache, config.exact)
-    generator = config.new_generator(prompt.device)
-    stops = _Stops(config.stop_tokens, prompt) if config.stop_tokens else None
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=prompt.device).manual_seed(config.seed)
     B, T0 = prompt.shape
+    stop_ids = torch.tensor(config.stop_tokens, dtype=torch.long, device=prompt.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=prompt.device)  # (B,)
     seq = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=prompt.device)
     seq[:, :T0] = prompt
     t, n_new = T0, T0  # tokens so far; how many of them the model has not seen yet
@@ -267,34 +243,14 @@ def _sample_loop(
         logits = decoder.next_logits(seq[:, :t], n_new)  # (B, V) at the last position
         idx_next = sample_next_token(logits, config.temperature, config.top_k, config.top_p,
                                      config.greedy, generator)  # (B,)
-        if stops is not None:
-            idx_next = stops.update(idx_next)
+        if config.stop_tokens:  # a finished row repeats its last token, its stop token
+            idx_next = torch.where(finished, seq[:, t - 1], idx_next)
+            finished |= torch.isin(idx_next, stop_ids)
         seq[:, t] = idx_next  # append (into a buffer allocated once)
         t, n_new = t + 1, 1
         yield idx_next
-        if stops is not None and stops.all_finished():
+        if config.stop_tokens and finished.all():
             return
-
-
-class _Stops:
-    """Which rows have sampled a stop token; a finished row repeats its stop token."""
-
-    def __init__(self, stop_tokens: tuple[int, ...], prompt: Tensor) -> None:
-        B, device = prompt.shape[0], prompt.device
-        self.ids = torch.tensor(stop_tokens, dtype=torch.long, device=device)
-        self.finished = torch.zeros(B, dtype=torch.bool, device=device)
-        self.fill = torch.zeros(B, dtype=torch.long, device=device)  # each row's stop token
-
-    def update(self, idx_next: Tensor) -> Tensor:
-        """idx_next (B,) with finished rows replaced by their stop token."""
-        idx_next = torch.where(self.finished, self.fill, idx_next)
-        hit = torch.isin(idx_next, self.ids) & ~self.finished
-        self.fill = torch.where(hit, idx_next, self.fill)
-        self.finished |= hit
-        return idx_next
-
-    def all_finished(self) -> bool:
-        return bool(self.finished.all())
 
 
 class _Decoder:
@@ -312,23 +268,18 @@ class _Decoder:
     def next_logits(self, seq: Tensor, n_new: int) -> Tensor:
         """seq (B, t): the whole sequence, whose last n_new tokens are new → (B, V).
 
-        Runs in eval mode (no dropout). A model in training mode is switched for the
-        step and back; one already in eval mode is left alone, since switching walks every
-        module, a cost paid on every token.
+        Runs in eval mode (no dropout). A model in training mode is switched for the step
+        and back; one in eval mode is left alone, as switching walks every module.
         """
-        if not self.model.training:
-            return self._logits(seq, n_new)
-        self.model.eval()
+        training = self.model.training
+        if training:
+            self.model.eval()
         try:
-            return self._logits(seq, n_new)
+            with torch.no_grad():
+                return self._cached(seq, n_new) if self.use_cache else self._recompute(seq)
         finally:
-            self.model.train()
-
-    def _logits(self, seq: Tensor, n_new: int) -> Tensor:
-        with torch.no_grad():
-            if not self.use_cache:
-                return self._recompute(seq)
-            return self._cached(seq, n_new)
+            if training:
+                self.model.train()
 
     def _recompute(self, seq: Tensor) -> Tensor:
         context = seq if self.window is None else seq[:, -self.window :]  # (B, ≤ window)
@@ -358,17 +309,11 @@ class _Decoder:
         return self._recompute(seq)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def _vocab_size(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "vocab_size"):
-        return int(config.vocab_size)
-    size = getattr(model, "vocab_size", None)
-    return int(size) if size is not None else None
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if size is None:
+        size = getattr(model, "vocab_size", None)  # e.g. BigramLanguageModel
+    return None if size is None else int(size)
 
 
 def _check_in_vocab(name: str, token: int, vocab_size: int | None) -> None:
@@ -387,20 +332,15 @@ def _prepare_prompt(
         try:
             idx = torch.tensor(idx, dtype=torch.long)
         except (TypeError, ValueError) as exc:
-            raise GptlabError(
-                f"prompt must be a list of token ids or of equal-length rows ({exc})"
-            ) from exc
-        if idx.dim() == 2 and idx.shape[0] == 0:
-            idx = idx.reshape(1, 0)
+            message = f"prompt must be a list of token ids or of equal-length rows ({exc})"
+            raise GptlabError(message) from exc
     if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.dtype.is_complex:
         raise GptlabError(f"prompt ids must be integers, got a {idx.dtype} tensor")
     if idx.dim() == 1:
         idx = idx[None, :]  # (1, T)
     if idx.dim() != 2 or idx.shape[0] == 0:
-        raise GptlabError(
-            f"prompt must be (B, T) token ids with B ≥ 1 (or one list of ids), "
-            f"got shape {tuple(idx.shape)}"
-        )
+        raise GptlabError(f"prompt must be (B, T) token ids with B ≥ 1 (or one list of ids), "
+                          f"got shape {tuple(idx.shape)}")
     idx = idx.to(device=device, dtype=torch.long)
     if idx.shape[1] == 0:
         _check_in_vocab("start_token", config.start_token, vocab_size)

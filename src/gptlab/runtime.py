@@ -18,21 +18,18 @@ import torch
 
 from gptlab.errors import GptlabError
 
-# ---------------------------------------------------------------------------- device
-
-
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _KEEP_BYTES = 1 << 30
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the
-    kernel (no mmap for blocks under 1 GiB, no trimming under 1 GiB free).
+    """Ask glibc's malloc to keep freed memory (under 1 GiB) for reuse instead of handing it
+    back to the kernel; False where it cannot (not Linux/glibc).
 
     A CPU training step frees and re-allocates the same activation buffers every step; by
-    default glibc maps large ones fresh each time and pays the page faults again (the
-    saving is measured in docs/benchmarks.md, "Training"). It changes the whole process,
-    so only `gptlab train` calls it. Returns False where it cannot (not Linux/glibc).
+    default glibc maps large ones fresh each time and pays the page faults again
+    (docs/benchmarks.md, "Training"). It changes the whole process, so only `gptlab train`
+    calls it.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -98,9 +95,6 @@ def enable_tf32(device: str) -> None:
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-
-# ---------------------------------------------------------------------------- RNG state
 
 
 def seed_everything(seed: int) -> None:

@@ -59,15 +59,8 @@ def parse_steps(steps: str | Sequence[str] | None) -> list[str]:
 
 
 def clean(text: str, steps: str | Sequence[str] | None = ()) -> str:
-    """Apply cleaning `steps` (names from CLEAN_STEPS, in order) to `text`.
-
-    Args:
-        text: the raw text.
-        steps: step names as a list or a comma-separated string; empty/None keeps `text`.
-
-    Returns:
-        The cleaned text.
-    """
+    """Apply cleaning `steps` (names from CLEAN_STEPS, as a list or a comma-separated
+    string; none keeps `text`) to `text`, in order."""
     for name in parse_steps(steps):
         text = CLEAN_STEPS[name](text)
     return text

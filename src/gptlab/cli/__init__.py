@@ -22,9 +22,8 @@ from gptlab.cli import corpus, export, import_, plot, prepare, sample, serve, st
 from gptlab.cli import eval as eval_  # as: not to shadow the builtin eval
 from gptlab.errors import GptlabError
 
-# Every subcommand: its name → the function that adds its parser (which sets `func=run`).
-# `gptlab --help` lists them in this order. The modules import heavy libraries (torch, ...)
-# only inside their functions, so importing them all costs little.
+# Every subcommand, in `gptlab --help` order: its name → the function that adds its parser.
+# The modules import torch & co only inside their functions, so importing them all is cheap.
 COMMANDS: dict[str, Callable[[Any], None]] = {
     "prepare": prepare.add_parser,
     "corpus": corpus.add_parser,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import get_args
 
-from gptlab.cli.options import add_option, new_command
+from gptlab.cli.options import add_option, add_which_option, new_command
+from gptlab.data.dataset import Split
 
 DESCRIPTION = """\
 Evaluate a run folder on a dataset split in non-overlapping windows of the model's block
@@ -25,8 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by gptlab train")
     add_option(p, "data", default=None, metavar="DIR",
                help="prepared dataset folder (None: the run's own dataset)")
-    add_option(p, "split", choices=("val", "train"), default="val", help="which split")
-    add_option(p, "which", choices=("best", "latest"), default="best", help="which weights")
+    add_option(p, "split", choices=get_args(Split), default="val", help="which split")
+    add_which_option(p, help="which weights")
     add_option(p, "batch_size", type=int, default=32, help="windows per forward pass")
     add_option(p, "max_batches", type=int, default=None,
                help="stop after this many batches (None: the whole split)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gptlab.cli.options import add_option, new_command_with_kinds, new_kind, report_written
+from gptlab.cli.options import add_which_option, new_command_with_kinds, report_written
 
 DESCRIPTION = """\
 Write a gptlab model in another tool's format.
@@ -19,21 +19,13 @@ everywhere, tied head. Anything else is refused with the list of incompatible fi
 
 
 def add_parser(subparsers) -> None:
-    from gptlab.checkpoint import WHICH_WEIGHTS  # imports torch: not before it is needed
-
     kinds = new_command_with_kinds(
         subparsers, "export", help="export a run as a Hugging Face GPT-2 folder",
-        description=DESCRIPTION,
+        description=DESCRIPTION, out_help="folder to create",
+        kinds={"hf": ("config.json + model.safetensors for transformers.GPT2LMHeadModel", run_hf)},
     )
-    hf_parser = new_kind(
-        kinds, "hf", help="config.json + model.safetensors for transformers.GPT2LMHeadModel",
-        run=run_hf, out_help="folder to create",
-    )
-    hf_parser.add_argument("run_dir", type=Path, help="gptlab run folder")
-    add_option(
-        hf_parser, "which", choices=WHICH_WEIGHTS, default="best",
-        help="which weights of the run to export",
-    )
+    kinds["hf"].add_argument("run_dir", type=Path, help="gptlab run folder")
+    add_which_option(kinds["hf"], help="which weights of the run to export")
 
 
 def run_hf(args: argparse.Namespace) -> int:

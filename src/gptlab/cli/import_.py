@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gptlab.cli.options import add_option, new_command_with_kinds, new_kind, report_written
+from gptlab.cli.options import add_option, new_command_with_kinds, report_written
 
 DESCRIPTION = """\
 Turn weights trained elsewhere into a gptlab run folder, ready for `gptlab sample`,
@@ -22,23 +22,20 @@ ever executed, and nothing is written to --out unless the import succeeds.
 def add_parser(subparsers) -> None:
     kinds = new_command_with_kinds(
         subparsers, "import", help="import a Hugging Face GPT-2 or nanoGPT checkpoint",
-        description=DESCRIPTION,
+        description=DESCRIPTION, out_help="run folder to create",
+        kinds={
+            "hf": ("a Hugging Face GPT-2 folder, or gpt2/gpt2-medium/... from the HF cache",
+                   run_hf),
+            "nanogpt": ("a nanoGPT ckpt.pt (and meta.pkl)", run_nanogpt),
+        },
     )
-    hf_parser = new_kind(
-        kinds, "hf", help="a Hugging Face GPT-2 folder, or gpt2/gpt2-medium/... from the HF cache",
-        run=run_hf, out_help="run folder to create",
-    )
-    hf_parser.add_argument(
+    kinds["hf"].add_argument(
         "source", help="folder with config.json + model.safetensors (or pytorch_model.bin), "
         "or gpt2, gpt2-medium, gpt2-large, gpt2-xl (looked up in the HF cache, offline)",
     )
-    nano_parser = new_kind(
-        kinds, "nanogpt", help="a nanoGPT ckpt.pt (and meta.pkl)", run=run_nanogpt,
-        out_help="run folder to create",
-    )
-    nano_parser.add_argument("ckpt", type=Path, help="nanoGPT's out_dir/ckpt.pt")
+    kinds["nanogpt"].add_argument("ckpt", type=Path, help="nanoGPT's out_dir/ckpt.pt")
     add_option(
-        nano_parser, "meta", type=Path, default=None,
+        kinds["nanogpt"], "meta", type=Path, default=None,
         help="the dataset's meta.pkl, for char-level models (read as plain data only); "
         "without it the GPT-2 tokenizer is used",
     )

@@ -2,14 +2,13 @@
 
 Each module defines `add_parser(subparsers) -> None`, which creates its subcommand with
 `new_command(...)` and sets `func=run`, where `run(args: argparse.Namespace) -> int`.
-Modules stay thin: they parse, call library functions and print (results on stdout,
-progress and messages on stderr). The table `gptlab.cli.COMMANDS` lists them in help order.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,20 @@ def new_command(subparsers: Any, name: str, help: str, description: str | None =
     )
 
 
-def new_command_with_kinds(subparsers: Any, name: str, help: str, description: str):
-    """Add a subcommand whose first argument is a KIND (`gptlab import hf ...`); returns the
-    subparsers to add each kind to with `new_kind`."""
+def new_command_with_kinds(
+    subparsers: Any, name: str, help: str, description: str, out_help: str,
+    kinds: dict[str, tuple[str, Callable[[argparse.Namespace], int]]],
+) -> dict[str, argparse.ArgumentParser]:
+    """Add a subcommand whose first argument is a KIND (`gptlab import hf ...`) from `kinds`,
+    KIND → (help, run); each writes the folder given as `--out`. Returns the KINDs' parsers."""
     parser = new_command(subparsers, name, help=help, description=description)
-    return parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-
-
-def new_kind(kinds: Any, name: str, help: str, run: Any, out_help: str):
-    """Add a KIND that writes the folder given as `--out` and runs `run(args)`."""
-    parser = new_command(kinds, name, help=help)
-    add_option(parser, "out", type=Path, required=True, help=out_help)
-    parser.set_defaults(func=run)
-    return parser
+    sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+    parsers = {}
+    for kind, (kind_help, run) in kinds.items():
+        parsers[kind] = new_command(sub, kind, help=kind_help)
+        add_option(parsers[kind], "out", type=Path, required=True, help=out_help)
+        parsers[kind].set_defaults(func=run)
+    return parsers
 
 
 def report_written(message: str, path: Path) -> int:
@@ -48,11 +48,15 @@ def report_written(message: str, path: Path) -> int:
 
 
 def add_option(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
-    """Add `--some-name`, also accepted as `--some_name` (users coming from nanoGPT type that).
-
-    `name` is the field name with underscores, e.g. "max_iters"; the value lands in
-    `args.max_iters`.
-    """
+    """Add `--some-name` (value in `args.some_name`), also accepted as `--some_name` (users
+    coming from nanoGPT type that)."""
     dashed = "--" + name.replace("_", "-")
     flags = [dashed] if "_" not in name else [dashed, "--" + name]
     parser.add_argument(*flags, dest=name, **kwargs)
+
+
+def add_which_option(parser: argparse.ArgumentParser, help: str, name: str = "which") -> None:
+    """Add `--which` (or `--NAME`): one of `checkpoint.WHICH_WEIGHTS`, default "best"."""
+    from gptlab.checkpoint import WHICH_WEIGHTS  # imports torch: not before it is needed
+
+    add_option(parser, name, choices=WHICH_WEIGHTS, default="best", help=help)

@@ -62,20 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from gptlab.data import prepare
 
     meta = prepare(
-        args.input,
-        args.out,
-        tokenizer=args.tokenizer,
-        split=args.split,
-        vocab_size=args.vocab_size,
-        clean=args.clean,
-        errors=args.errors,
-        block_size=args.block_size,
-        unk=args.unk,
-        force=args.force,
-        cache_dir=args.cache_dir,
-        progress=not args.no_progress,
-        workers=args.workers,
-        tokenizer_file=args.tokenizer_file,
+        args.input, args.out, tokenizer=args.tokenizer, split=args.split,
+        vocab_size=args.vocab_size, clean=args.clean, errors=args.errors,
+        block_size=args.block_size, unk=args.unk, force=args.force, cache_dir=args.cache_dir,
+        progress=not args.no_progress, workers=args.workers, tokenizer_file=args.tokenizer_file,
     )
     print(json.dumps(meta, indent=2))
     return 0

@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from gptlab.cli.options import add_option, new_command
+from gptlab.cli.options import add_option, add_which_option, new_command
+from gptlab.errors import ConfigError, GptlabError
 
 if TYPE_CHECKING:
     from gptlab.checkpoint import Run
@@ -43,8 +44,7 @@ def add_parser(subparsers) -> None:
                     "last half window)")
     add_option(p, "seed", type=int, default=None, help="seed for reproducible samples")
     add_option(p, "num_samples", type=int, default=1, help="how many samples")
-    add_option(p, "which", choices=("best", "latest"), default="best",
-               help="best.safetensors or the latest weights")
+    add_which_option(p, help="best.safetensors or the latest weights")
     add_option(p, "device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run)
 
@@ -54,7 +54,6 @@ def _sampling_config(args: argparse.Namespace) -> SamplingConfig:
     ConfigError that names the flag: `--top-p 1.5 must be in (0, 1]`."""
     from dataclasses import replace
 
-    from gptlab.errors import ConfigError
     from gptlab.generate import SamplingConfig, SamplingError
 
     if args.max_new_tokens < 0:
@@ -74,15 +73,14 @@ def _sampling_config(args: argparse.Namespace) -> SamplingConfig:
 
 
 def _prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
-    if prompt:
-        ids = tokenizer.encode(prompt)
-        if ids:
-            return ids
+    """The prompt's ids, or where to start when it has none: <|endoftext|> for an empty
+    prompt where the tokenizer has it, else a newline (or id 0)."""
+    ids = tokenizer.encode(prompt) if prompt else []
+    if ids:
+        return ids
     eot = getattr(tokenizer, "eot_id", None)
     if eot is not None and not prompt:
         return [eot]
-    from gptlab.errors import GptlabError
-
     try:
         return tokenizer.encode("\n") or [0]
     except GptlabError:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from gptlab.cli.options import add_option, new_command
+from gptlab.cli.options import add_option, add_which_option, new_command
 from gptlab.errors import GptlabError
 
 DESCRIPTION = """\
@@ -35,8 +35,7 @@ def add_parser(subparsers) -> None:
                help="the largest max_tokens a request may ask for")
     add_option(parser, "max_concurrency", type=int, default=4,
                help="completions generated at once; further requests get 429")
-    add_option(parser, "checkpoint", choices=["best", "latest"], default="best",
-               help="which checkpoint of the run to serve")
+    add_which_option(parser, help="which checkpoint of the run to serve", name="checkpoint")
     add_option(parser, "device", default="cpu", help="torch device, e.g. cpu, cuda, mps")
     add_option(parser, "drain_s", type=float, default=10.0,
                help="on SIGTERM, seconds running completions may go on before they are ended")
@@ -75,12 +74,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)  # a bad --device is named, not blamed on the weights
     engine = ModelEngine.from_run_dir(args.run_dir, which=args.checkpoint, device=device)
     api_key = args.api_key if args.api_key is not None else os.environ.get("GPTLAB_API_KEY")
-    settings = ServerSettings(
-        api_key=api_key or None,
-        max_tokens_limit=args.max_tokens_limit,
-        max_concurrency=args.max_concurrency,
-        drain_s=args.drain_s,
-    )
+    settings = ServerSettings(api_key=api_key or None, max_tokens_limit=args.max_tokens_limit,
+                              max_concurrency=args.max_concurrency, drain_s=args.drain_s)
     app = create_app(engine, settings)
 
     def ready(url: str) -> None:

@@ -33,19 +33,15 @@ examples:
 
 
 def _setting_fields() -> list[tuple[str, Any, str, Any]]:
-    """(name, type, help, built-in default) for every ModelConfig and TrainConfig field.
-
-    The help texts sit on the fields, as `metadata["help"]`.
-    """
+    """(name, type, help, built-in default) of each ModelConfig and TrainConfig field."""
     from gptlab.train.config import TrainConfig, field_types, model_config_class
 
     out = []
     for cls in (model_config_class(), TrainConfig):
         types = field_types(cls)
         for f in dataclasses.fields(cls):
-            help_text = f.metadata["help"]
             default = None if f.default is dataclasses.MISSING else f.default
-            out.append((f.name, types[f.name], help_text, default))
+            out.append((f.name, types[f.name], f.metadata["help"], default))
     return out
 
 
@@ -65,7 +61,7 @@ def add_parser(subparsers) -> None:
                     description=DESCRIPTION)
     add_option(p, "preset", default=None, choices=list(PRESETS),
                help=f"starting configuration (None: {DEFAULT_PRESET}); see --list-presets")
-    add_option(p, "config", default=None, metavar="FILE",
+    add_option(p, "config", type=Path, default=None, metavar="FILE",
                help="TOML file of settings (flat, or [model] / [train] tables)")
     add_option(p, "out", default=None, metavar="RUN_DIR",
                help="run folder to create (None: runs/PRESET-YYYYMMDD-HHMMSS)")
@@ -91,50 +87,37 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             for name, tp, _, _ in _setting_fields() if hasattr(args, name)}
 
 
-def _print_presets() -> None:
-    from gptlab.train.config import PRESETS
-
-    for preset in PRESETS.values():
-        print(f"{preset.name}\n  {preset.description}\n  source: {preset.source}")
-
-
 def run(args: argparse.Namespace) -> int:
     from gptlab.runtime import keep_freed_memory, resolve_device
     from gptlab.train import resolve_config, train
-    from gptlab.train.config import resolve_resume_config
+    from gptlab.train.config import PRESETS, resolve_resume_config
 
     if args.list_presets:
-        _print_presets()
+        for preset in PRESETS.values():
+            print(f"{preset.name}\n  {preset.description}\n  source: {preset.source}")
         return 0
     overrides = _overrides(args)
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR naming the run to continue")
         run_dir = Path(args.out)
-        model, config = resolve_resume_config(
-            run_dir, overrides, args.preset, Path(args.config) if args.config else None)
+        model, config = resolve_resume_config(run_dir, overrides, args.preset, args.config)
     else:
-        name, model, config = resolve_config(
-            args.preset, Path(args.config) if args.config else None, overrides)
+        name, model, config = resolve_config(args.preset, args.config, overrides)
         run_dir = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if resolve_device(config.device) == "cpu":
         keep_freed_memory()  # the CLI owns the process: reuse freed buffers between steps
     existed = run_dir.exists()
-    fresh = not args.resume and (not existed or _is_empty_dir(run_dir))
+    fresh = not args.resume and (not existed or (run_dir.is_dir() and not any(run_dir.iterdir())))
     try:
         result = train(run_dir, model, config, resume=args.resume, progress=not args.no_progress)
     except (GptlabError, KeyboardInterrupt):
         if fresh:
             _remove_unfinished_run(run_dir, keep_folder=existed)
         raise
-    if not result.is_main:
-        return 0
-    _report(result)
+    if result.is_main:
+        _report(result)
     return 0
-
-
-def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
 
 
 def _remove_unfinished_run(run_dir: Path, keep_folder: bool) -> None:

@@ -1,9 +1,6 @@
-"""Batches of (inputs, targets) for next-token training.
+"""Batches of (inputs, targets) for next-token training, two ways, both from the seeds:
 
-Two ways, both from the seeds:
-- `RandomBatches`: the lecture's `get_batch` (seed 001) — B random offsets into one long
-  token stream, x = tokens[i : i+T], y = tokens[i+1 : i+T+1]. Reads a prepared dataset's
-  memory-mapped .bin, seeded by its own torch.Generator. This is what `gptlab train` uses.
+- `RandomBatches`: the lecture's `get_batch` (seed 001), what `gptlab train` uses.
 - `SlidingWindowDataset` + `create_dataloader`: seed 002's windows of `max_length` tokens
   every `stride` tokens, served by a torch DataLoader.
 """
@@ -19,7 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gptlab.data.dataset import Split, load_split
 from gptlab.errors import GptlabError
+from gptlab.tokenizers import GPT2Tokenizer
 
 TokenIds = Sequence[int] | np.ndarray | torch.Tensor
 
@@ -30,14 +29,9 @@ class TextEncoder(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
 
-def _as_array(tokens: TokenIds) -> np.ndarray | torch.Tensor:
-    if isinstance(tokens, (np.ndarray, torch.Tensor)):
-        return tokens
-    return np.asarray(tokens, dtype=np.int64)
-
-
 class RandomBatches:
-    """Random-offset batches from a token stream, as the seed's `get_batch(split)`.
+    """Random-offset batches from a token stream (seeded by its own torch.Generator), as the
+    seed's `get_batch(split)`.
 
     Each call draws `ix = torch.randint(len(data) - block_size, (batch_size,))` from the
     sampler's own generator and returns x = data[i : i+T] and y = data[i+1 : i+T+1] for
@@ -47,9 +41,8 @@ class RandomBatches:
     Args:
         data: a dataset folder written by `gptlab prepare` (its `split` .bin is memory-
             mapped, never loaded whole), or a 1-D array/tensor of token ids.
-        split: "train" or "val" (used only when `data` is a folder).
-        batch_size: B.
-        block_size: T, the context length.
+        split: used only when `data` is a folder.
+        batch_size, block_size: B and T, the context length.
         device: where batches go; on CUDA they are pinned and copied non-blocking.
         seed: seeds the generator; None draws a random seed.
     """
@@ -57,19 +50,18 @@ class RandomBatches:
     def __init__(
         self,
         data: str | os.PathLike | TokenIds,
-        split: str = "train",
+        split: Split = "train",
         batch_size: int = 4,
         block_size: int = 8,
         device: str | torch.device = "cpu",
         seed: int | None = None,
     ) -> None:
         if isinstance(data, (str, os.PathLike)):
-            from gptlab.data.dataset import load_split
-
             self.data = load_split(Path(data), split)
             where = f"{data} ({split})"
         else:
-            self.data = _as_array(data)
+            is_array = isinstance(data, (np.ndarray, torch.Tensor))
+            self.data = data if is_array else np.asarray(data, dtype=np.int64)
             where = "the token array"
         if batch_size < 1 or block_size < 1:
             raise GptlabError(
@@ -175,8 +167,6 @@ def create_dataloader(
     """
     if isinstance(text_or_ids, str):
         if tokenizer is None:
-            from gptlab.tokenizers import GPT2Tokenizer
-
             tokenizer = GPT2Tokenizer()
         ids: TokenIds = tokenizer.encode(text_or_ids)
     else:
@@ -194,10 +184,6 @@ def create_dataloader(
         )
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        generator=generator,
+        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+        num_workers=num_workers, generator=generator,
     )

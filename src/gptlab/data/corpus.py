@@ -1,8 +1,7 @@
 """Where prepare's text comes from: files, folders, globs, and named corpora in a cache.
 
-A named corpus (`shakespeare`) is downloaded once into the cache folder and checked
-against the SHA-256 recorded here; once cached, nothing touches the network. The cache
-folder is `--cache-dir`, else `$GPTLAB_CACHE_DIR`, else `~/.cache/gptlab`.
+A named corpus (`shakespeare`) is downloaded once into the cache folder (`cache_dir`) and
+checked against the SHA-256 recorded here; once cached, nothing touches the network.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gptlab.errors import GptlabError
-from gptlab.files import set_normal_mode
+from gptlab.files import atomic_copy
 
 logger = logging.getLogger(__name__)
 
@@ -94,16 +93,7 @@ def _copy_verified(corpus: NamedCorpus, src: Path, dest: Path, what: str) -> Non
             f"{what} has SHA-256 {actual}, expected {corpus.sha256} for corpus "
             f"{corpus.name!r}: pass the original file ({corpus.url})"
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        set_normal_mode(tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_copy(src, dest)
 
 
 def download(url: str, dest: Path, timeout: float = 60.0) -> None:
@@ -115,11 +105,8 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> None:
 def fetch_corpus(name: str, cache: str | os.PathLike | None = None) -> Path:
     """Return the path of the named corpus in the cache, downloading it on first use.
 
-    Args:
-        name: a key of NAMED_CORPORA, e.g. "shakespeare".
-        cache: cache folder override (default: $GPTLAB_CACHE_DIR or ~/.cache/gptlab).
-    Returns:
-        The verified local file. When it is already cached, no network access happens.
+    `name` is a key of NAMED_CORPORA, e.g. "shakespeare"; `cache` overrides `cache_dir()`.
+
     Raises:
         GptlabError: unknown name, failed download, or a file whose hash does not match.
     """

@@ -19,18 +19,14 @@ from gptlab.errors import GptlabError
 
 META_FILE = "meta.json"
 TOKENIZER_FILE = "tokenizer.json"
-SPLIT_FILES = {"train": "train.bin", "val": "val.bin"}
+Split = Literal["train", "val"]
+SPLIT_FILES: dict[Split, str] = {"train": "train.bin", "val": "val.bin"}
 FORMAT_VERSION = 1
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits in 16 bits, else uint32 (little-endian)."""
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
-
-
-def write_meta(data_dir: Path, meta: dict[str, Any]) -> None:
-    """Write `data_dir/meta.json` (indented JSON, one trailing newline)."""
-    (data_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
 def load_meta(data_dir: str | os.PathLike) -> dict[str, Any]:
@@ -52,7 +48,7 @@ def load_meta(data_dir: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_split(data_dir: str | os.PathLike, split: Literal["train", "val"]) -> np.memmap:
+def load_split(data_dir: str | os.PathLike, split: Split) -> np.memmap:
     """Memory-map one split's token ids, shape (n_tokens,), without reading it into RAM."""
     if split not in SPLIT_FILES:
         raise GptlabError(f"split {split!r} must be 'train' or 'val'")

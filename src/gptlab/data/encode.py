@@ -1,9 +1,8 @@
 """Encoding the input files into one file of token ids, block by block, in order.
 
-Each file is read in blocks cut only where a cut cannot change the tokenization (see
-`gptlab.data.reading`), so memory stays bounded by the block size, not the file size, and
-the ids equal those of encoding each whole file at once. Documents are joined by the
-tokenizer's `<|endoftext|>` where it has one.
+Blocks are cut where the ids cannot change (`gptlab.data.reading`), so memory stays bounded
+by the block size, not the file size. Documents are joined by the tokenizer's
+`<|endoftext|>` where it has one.
 
 Where the cores go: bpe encodes batches of blocks on HF tokenizers' threads, gpt2's
 `encode_to_array` splits a block over tiktoken's threads, and a large gpt2 input is
@@ -47,9 +46,8 @@ def corpus_texts(files: Sequence[Path], errors: str, clean: Sequence[str]) -> It
 def encode_workers(tok: Tokenizer, total_bytes: int, workers: int) -> int:
     """How many processes encode: `workers` (0 = one per core) for large gpt2 inputs where
     fork is available, else 1 (this process; its encoders still use threads)."""
-    if tok.name != "gpt2" or total_bytes < _PROCESS_MIN_BYTES:
-        return 1
-    if "fork" not in multiprocessing.get_all_start_methods():
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    if tok.name != "gpt2" or total_bytes < _PROCESS_MIN_BYTES or not fork:
         return 1
     return resolve_num_threads(workers)
 
@@ -132,21 +130,9 @@ def _encode_batch(tok: Tokenizer, texts: list[str]) -> Iterator[np.ndarray]:
         yield np.array(ids, dtype=np.int64)
 
 
-_worker_tokenizer: GPT2Tokenizer | None = None  # a worker process's tokenizer, built on first use
-
-
-def _ignore_interrupts() -> None:
-    # A worker leaves Ctrl-C / SIGTERM to the parent, which stops submitting, cleans up its
-    # temporary folder and shuts the pool down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def _gpt2_encode_block(text: str) -> np.ndarray:
-    global _worker_tokenizer
-    if _worker_tokenizer is None:
-        _worker_tokenizer = GPT2Tokenizer()
-    return _worker_tokenizer.encode_to_array(text, num_threads=1)
+    # Cheap: `gpt2_encoding` is cached per process, and a forked worker inherits it.
+    return GPT2Tokenizer().encode_to_array(text, num_threads=1)
 
 
 def _encoded_blocks_in_processes(
@@ -155,8 +141,8 @@ def _encoded_blocks_in_processes(
     """gpt2 blocks encoded by a pool of forked processes, at most 2 blocks per worker in
     flight (memory stays bounded), results in input order."""
     pending: deque[Future] = deque()
-    fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=fork, initializer=_ignore_interrupts) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        _start_workers(pool)
         for doc_index, path in enumerate(files):
             if doc_index > 0:
                 pending.append(_done(np.array([eot], dtype=np.int64)))
@@ -166,6 +152,18 @@ def _encoded_blocks_in_processes(
                     yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def _start_workers(pool: ProcessPoolExecutor) -> None:
+    """Fork the pool's workers (a fork pool starts all of them on its first submit) with
+    SIGINT and SIGTERM blocked: the workers keep that mask, so Ctrl-C and SIGTERM reach only
+    the parent (which stops submitting, shuts the pool down and removes its temporary
+    folder), and a signal sent meanwhile reaches the parent once its mask is restored."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        pool.submit(int)  # a no-op: forks the workers
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _done(value: Any) -> Future:

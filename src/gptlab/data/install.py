@@ -56,9 +56,7 @@ def existing_dataset(
             "rebuild it"
         ) from None
     if meta.get("source_sha256") == source_sha256 and meta.get("options") == options:
-        if is_intact(out):
-            return meta
-        return None  # this very dataset, damaged: rebuilding it loses nothing
+        return meta if is_intact(out) else None  # damaged: rebuilding it loses nothing
     if force:
         return None
     raise GptlabError(

@@ -28,17 +28,12 @@ import numpy as np
 from gptlab import __version__
 from gptlab.checks import is_int, is_number
 from gptlab.data.corpus import resolve_sources
-from gptlab.data.dataset import (
-    FORMAT_VERSION,
-    SPLIT_FILES,
-    TOKENIZER_FILE,
-    token_dtype,
-    write_meta,
-)
+from gptlab.data.dataset import FORMAT_VERSION, META_FILE, SPLIT_FILES, TOKENIZER_FILE, token_dtype
 from gptlab.data.encode import corpus_texts, write_tokens
 from gptlab.data.install import build_folder, existing_dataset, install, output_dir
 from gptlab.data.reading import SourceScan, TextErrors, scan_sources
 from gptlab.errors import ConfigError, GptlabError
+from gptlab.files import write_json
 from gptlab.text import parse_steps
 from gptlab.tokenizers import (
     DEFAULT_BPE_VOCAB_SIZE,
@@ -60,17 +55,13 @@ class PrepareOptions:
     """`prepare`'s options, checked and normalized when created.
 
     Attributes:
-        tokenizer: "char" | "word" | "gpt2" | "bpe".
         split: fraction of tokens for train (first `int(split * n)` tokens).
         vocab_size: BPE vocabulary size (bpe only; default 4096).
-        clean: cleaning steps for gptlab.text.clean (comma-separated or a list); none by default.
-        errors: "strict" rejects invalid UTF-8 (naming file and byte offset); "replace"
-            substitutes U+FFFD.
+        clean: cleaning steps for gptlab.text.clean (comma-separated or a list).
         unk: char/word tokenizers map unknown text to an unknown token later on.
         block_size: fail unless both splits hold more than `block_size` tokens.
         workers: processes encoding a gpt2 input of 16 MiB or more (0 = one per core,
-            1 = this process only; Linux/macOS with fork). Smaller inputs and the other
-            tokenizers encode in this process, bpe and gpt2 on all cores' threads.
+            1 = this process only; needs fork). Other inputs encode in this process.
         tokenizer_file: encode with this saved tokenizer (e.g. a run's tokenizer.json, to
             fine-tune that run on new text) instead of building one; `tokenizer` and `unk`
             are then taken from the file, and `tokenizer_sha256` is its SHA-256.
@@ -144,9 +135,7 @@ class PrepareOptions:
                 f"unknown tokenizer {self.tokenizer!r}: choose one of {', '.join(kinds)}"
             )
         if not 0.0 < self.split < 1.0:
-            raise ConfigError(
-                f"--split {self.split} must be between 0 and 1 (exclusive), e.g. 0.9"
-            )
+            raise ConfigError(f"--split {self.split} must be between 0 and 1 (exclusive), e.g. 0.9")
         if self.errors not in get_args(TextErrors):
             raise ConfigError(f"--errors {self.errors!r} must be 'strict' or 'replace'")
         if self.vocab_size is not None and self.tokenizer != "bpe":
@@ -183,21 +172,18 @@ def prepare(
     workers: int = 0,
     tokenizer_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Tokenize text into a dataset folder: train.bin, val.bin, tokenizer.json, meta.json.
+    """Tokenize text into a dataset folder (train.bin, val.bin, tokenizer.json, meta.json);
+    returns the meta written to meta.json.
 
     Args:
         inputs: a file, folder, glob or named corpus ("shakespeare"), or a list of them;
             each file is one document, joined with `<|endoftext|>` where the tokenizer has it.
         out: the dataset folder to create. If it already holds this very dataset (same
             source bytes and options) it is left as is; another dataset is an error
-            unless `force`.
-        force: replace a different dataset already in `out`.
+            unless `force` (then it is replaced).
         cache_dir: corpus cache folder (default $GPTLAB_CACHE_DIR or ~/.cache/gptlab).
         progress: show tqdm progress bars on stderr.
-        tokenizer, split, vocab_size, clean, errors, block_size, unk, workers,
-        tokenizer_file: the options, each described on `PrepareOptions`.
-    Returns:
-        The meta dict written to meta.json.
+        tokenizer, ..., tokenizer_file: the options, each described on `PrepareOptions`.
     """
     opts = PrepareOptions(
         tokenizer=tokenizer, split=split, vocab_size=vocab_size, clean=clean, errors=errors,
@@ -292,10 +278,7 @@ def split_train_val(
 
     Seed 001's `n = int(0.9*len(data)); train_data = data[:n]; val_data = data[n:]`, on
     the token ids in `tokens_path`: tokens [n:] are copied to `data_dir`/val.bin, and the
-    file, truncated to the first n, becomes `data_dir`/train.bin.
-
-    Returns:
-        (train tokens, val tokens).
+    file, truncated to the first n, becomes `data_dir`/train.bin. Returns (n, n_val).
     """
     n_tokens = tokens_path.stat().st_size // dtype.itemsize
     n = int(split * n_tokens)
@@ -352,5 +335,5 @@ def write_tokenizer_and_meta(
         "source_sha256": scan.sha256,
         "options": opts.as_dict(),
     }
-    write_meta(data_dir, meta)
+    write_json(data_dir / META_FILE, meta)
     return meta

@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from gptlab.errors import GptlabError
 from gptlab.files import check_not_binary
+from gptlab.text import clean
+from gptlab.tokenizers.char import mark_chars
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def safe_cut(buf: bytes | str, allow_space: bool = False) -> int:
     return 0
 
 
-def _check_bytes(path: Path, raw: bytes, offset: int, errors: str) -> str:
+def _check_bytes(path: Path, raw: bytes, offset: int, errors: TextErrors) -> str:
     """Decode one block, rejecting binary data and (when strict) invalid UTF-8."""
     check_not_binary(path, raw, offset)
     try:
@@ -71,18 +73,18 @@ def _check_bytes(path: Path, raw: bytes, offset: int, errors: str) -> str:
 
 def iter_text_blocks(
     path: Path,
-    errors: str = "strict",
+    errors: TextErrors = "strict",
     block_bytes: int = SCAN_BLOCK,
     on_raw: Callable[[bytes], None] | None = None,
-) -> Iterator[tuple[str, int]]:
-    """Yield (text, n_raw_bytes) blocks of a UTF-8 file, each cut at a safe point.
+    on_bytes: Callable[[int], None] | None = None,
+) -> Iterator[str]:
+    """Yield the text of a UTF-8 file in blocks, each cut at a safe point.
 
     Args:
-        path: the file.
-        errors: "strict" (invalid UTF-8 raises GptlabError with the byte offset) or "replace".
         block_bytes: bytes read per step; a block is at most about this size unless the
             file has no safe cut point for a long stretch.
         on_raw: called with each block's raw bytes, in order (e.g. to hash the file).
+        on_bytes: called with each block's number of raw bytes, for progress bars.
     """
     offset = 0
     carry = b""
@@ -101,8 +103,10 @@ def iter_text_blocks(
             text = _check_bytes(path, raw, offset, errors)
             if on_raw is not None:
                 on_raw(raw)
+            if on_bytes is not None:
+                on_bytes(len(raw))
             offset += len(raw)
-            yield text, len(raw)
+            yield text
 
 
 def _reblock(texts: Iterator[str], strip: bool) -> Iterator[str]:
@@ -132,7 +136,7 @@ def _reblock(texts: Iterator[str], strip: bool) -> Iterator[str]:
 
 def document_texts(
     path: Path,
-    errors: str = "strict",
+    errors: TextErrors = "strict",
     clean_steps: Sequence[str] = (),
     block_bytes: int | None = None,
     on_raw: Callable[[bytes], None] | None = None,
@@ -140,29 +144,16 @@ def document_texts(
 ) -> Iterator[str]:
     """One document's text in blocks, cleaned, each block cut at a tokenization-safe point.
 
-    Args:
-        path, errors, block_bytes, on_raw: as for `iter_text_blocks`.
-        clean_steps: gptlab.text cleaning steps, applied block by block; `strip` trims the
-            whole document's ends (after the other steps, wherever it is listed).
-        on_bytes: called with the number of raw bytes consumed, for progress bars.
+    `clean_steps` are gptlab.text cleaning steps, applied block by block; `strip` trims the
+    whole document's ends (after the other steps, wherever it is listed). The other
+    arguments are `iter_text_blocks`'.
     """
-    blocks = iter_text_blocks(path, errors, block_bytes or SCAN_BLOCK, on_raw)
-
-    def counted(pairs):
-        for text, nbytes in pairs:
-            if on_bytes is not None:
-                on_bytes(nbytes)
-            yield text
-
-    texts = counted(blocks)
+    texts = iter_text_blocks(path, errors, block_bytes or SCAN_BLOCK, on_raw, on_bytes)
     if not clean_steps:
-        yield from texts
-        return
-    from gptlab.text import clean
-
+        return texts
     local = [step for step in clean_steps if step != "strip"]
     cleaned = (clean(text, local) for text in texts) if local else texts
-    yield from _reblock(cleaned, strip="strip" in clean_steps)
+    return _reblock(cleaned, strip="strip" in clean_steps)
 
 
 @dataclass
@@ -175,18 +166,9 @@ class SourceScan:
     chars: set[str] | None  # distinct characters after cleaning, when asked for
 
 
-def _mark_chars(seen: np.ndarray, text: str) -> None:
-    """Mark the code points of `text` in the boolean table `seen` (much faster than set())."""
-    if text.isascii():  # O(1) check in CPython; counting bytes beats a UTF-32 scatter
-        counts = np.bincount(np.frombuffer(text.encode("ascii"), dtype=np.uint8), minlength=128)
-        seen[:128] |= counts > 0
-    else:
-        seen[np.frombuffer(text.encode("utf-32-le"), dtype="<u4")] = True
-
-
 def scan_sources(
     files: list[Path],
-    errors: str = "strict",
+    errors: TextErrors = "strict",
     clean_steps: Sequence[str] = (),
     want_chars: bool = False,
     progress: bool = False,
@@ -194,8 +176,7 @@ def scan_sources(
     """Read every file once: validate it, hash it, and optionally collect its characters.
 
     Empty files among several are skipped with a warning; an empty single input, or
-    inputs that are all empty, raise GptlabError. The characters are those of the
-    cleaned text.
+    inputs that are all empty, raise GptlabError.
     """
     nonempty = [f for f in files if f.stat().st_size > 0]
     for f in files:
@@ -217,7 +198,7 @@ def scan_sources(
             steps = clean_steps if want_chars else ()  # cleaning matters only for chars
             for text in document_texts(path, errors, steps, None, digest.update, bar.update):
                 if seen is not None:
-                    _mark_chars(seen, text)
+                    mark_chars(seen, text)
             digests.append(digest.hexdigest())
     sha = digests[0] if len(digests) == 1 else hashlib.sha256(
         "".join(d + "\n" for d in digests).encode()

@@ -35,8 +35,7 @@ GPT2_VOCAB_SIZE = 50257
 GPT2_EOT_ID = 50256
 LAYER_NORM_EPS = 1e-5
 
-# HF activation_function → gptlab activation. HF's "gelu_new" is GPT-2's tanh approximation,
-# which gptlab calls "gelu"; HF's "gelu" is the exact (erf) GELU, gptlab's "gelu_exact".
+# HF activation_function ↔ gptlab activation (the names differ: see the module docstring).
 _ACTIVATIONS_IN = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu_exact"}
 _ACTIVATIONS_OUT = {"gelu": "gelu_new", "gelu_exact": "gelu"}
 
@@ -57,14 +56,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 def model_fields_from_hf_config(hf_config: dict[str, Any], source: str) -> dict[str, Any]:
-    """Map a GPT-2 `config.json` to gptlab `ModelConfig` fields.
-
-    Args:
-        hf_config: the parsed config.json.
-        source: the file's path, for error messages.
-
-    Returns:
-        A dict of ModelConfig fields (`ModelConfig.from_dict` input).
+    """Map a parsed GPT-2 `config.json` (read from `source`) to gptlab `ModelConfig` fields.
 
     Raises:
         GptlabError: when the file is not GPT-2 (model_type) or uses settings gptlab's GPT
@@ -118,11 +110,9 @@ def _settings_gptlab_cannot_compute(
 
 
 def hf_config_from_model_fields(fields: dict[str, Any], *, gpt2_tokenizer: bool) -> dict[str, Any]:
-    """Map gptlab `ModelConfig` fields to a GPT-2 `config.json` for `GPT2LMHeadModel`.
+    """Map `ModelConfig.to_dict()` to a GPT-2 `config.json` for `GPT2LMHeadModel`.
 
-    Args:
-        fields: `ModelConfig.to_dict()`.
-        gpt2_tokenizer: whether the model's tokenizer is GPT-2's (then bos/eos = 50256).
+    With `gpt2_tokenizer` (the model's tokenizer is GPT-2's), bos/eos are 50256.
 
     Raises:
         GptlabError: listing every field GPT-2 cannot express, with its value and the value
@@ -190,11 +180,8 @@ def resolve_hf_source(source: str | Path) -> Path:
 
     Never touches the network. A name is looked up as `models--<name>` and
     `models--openai-community--<name>` under the cache root; the snapshot `refs/main` points
-    to is preferred, else the newest complete one.
-
-    Raises:
-        GptlabError: when the path is not a folder and the name is not in the cache; the
-            message says how to download it.
+    to is preferred, else the newest complete one. A name not in the cache is a GptlabError
+    that says how to download it.
     """
     path = Path(source).expanduser()
     if path.is_dir():
@@ -243,11 +230,8 @@ def read_hf_dir(hf_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read a GPT-2 folder: (gptlab ModelConfig fields, gptlab-layout float32 state dict).
 
     The state dict is checked key by key and shape by shape against the config; a tied
-    `lm_head.weight` present in the file must equal `wte` and is dropped.
-
-    Raises:
-        GptlabError: missing config or weights, a file that cannot be parsed (truncated,
-            corrupt, or a pickle needing code), wrong model type, or weights that do not fit.
+    `lm_head.weight` present in the file must equal `wte` and is dropped. Missing, corrupt
+    or unfitting files, and pickles that need code, raise GptlabError.
     """
     config_path = hf_dir / "config.json"
     if not config_path.is_file():

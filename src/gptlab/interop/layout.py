@@ -11,8 +11,7 @@ Two things differ between the formats:
   the causal-mask buffers `h.{i}.attn.bias` / `h.{i}.attn.masked_bias`; nanoGPT files saved
   from a `torch.compile`d model prefix every key with `_orig_mod.`. Neither is a weight.
 
-Everything here works on plain `dict[str, torch.Tensor]` state dicts and shape tables, so it
-needs no model object.
+Everything here works on plain `dict[str, torch.Tensor]` state dicts: no model object.
 """
 
 from __future__ import annotations
@@ -40,18 +39,10 @@ _MASK_BUFFER = re.compile(r"^(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$")
 def size_fields(
     config: Mapping[str, Any], source: str, *, block_size_key: str = "block_size"
 ) -> dict[str, int]:
-    """The five sizes of a GPT-2-style model from its config, as ModelConfig fields.
+    """{"vocab_size", "block_size", "n_layer", "n_head", "n_embd"} as ints from a parsed
+    config (HF config.json, whose block_size_key is `n_positions`, or nanoGPT's model_args).
 
-    Args:
-        config: a parsed config (HF config.json, nanoGPT's model_args).
-        source: the file it came from, for the message.
-        block_size_key: the config's name for block_size (HF says `n_positions`).
-
-    Returns:
-        {"vocab_size", "block_size", "n_layer", "n_head", "n_embd"} as ints.
-
-    Raises:
-        GptlabError: a size is missing or not a number.
+    A missing or non-numeric size is a GptlabError naming `source`.
     """
     keys = {"vocab_size": "vocab_size", "block_size": block_size_key, "n_layer": "n_layer",
             "n_head": "n_head", "n_embd": "n_embd"}
@@ -65,17 +56,11 @@ def expected_shapes(
     *, vocab_size: int, block_size: int, n_layer: int, n_embd: int,
     bias: bool = True, qkv_bias: bool = True, tie_weights: bool = True,
 ) -> dict[str, tuple[int, ...]]:
-    """The gptlab (nn.Linear layout) key → shape table of a GPT-2-style model.
+    """The gptlab (nn.Linear layout) key → shape table of a GPT-2-style model, in order,
+    e.g. `transformer.h.0.attn.c_attn.weight` → (3C, C).
 
-    Args:
-        vocab_size, block_size, n_layer, n_embd: the model's sizes (V, T, n_layer, C).
-        bias: biases in LayerNorms and in every Linear but the qkv projection.
-        qkv_bias: bias on the fused qkv projection `c_attn`.
-        tie_weights: when True, `lm_head.weight` is `transformer.wte.weight` and is not listed.
-
-    Returns:
-        An ordered dict from state-dict key to shape, e.g. `transformer.h.0.attn.c_attn.weight`
-        → (3C, C).
+    `bias` covers LayerNorms and every Linear but the fused qkv projection `c_attn`, which
+    `qkv_bias` covers. With `tie_weights`, `lm_head.weight` is `wte` and is not listed.
     """
     C = n_embd
     shapes: dict[str, tuple[int, ...]] = {
@@ -107,11 +92,6 @@ def expected_shapes(
     return shapes
 
 
-def is_conv1d_key(key: str) -> bool:
-    """Whether `key` names a projection that HF stores transposed (Conv1D)."""
-    return key.endswith(CONV1D_SUFFIXES)
-
-
 def is_mask_buffer(key: str) -> bool:
     """Whether `key` is a causal-mask buffer (not a weight) found in some GPT-2 files."""
     return _MASK_BUFFER.match(key) is not None
@@ -131,7 +111,7 @@ def hf_to_gptlab(hf_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
             continue
         name = key.removeprefix("transformer.")
         name = name if name == "lm_head.weight" else f"transformer.{name}"
-        if is_conv1d_key(name):
+        if name.endswith(CONV1D_SUFFIXES):
             if tensor.dim() != 2:
                 raise GptlabError(
                     f"weight {key} has shape {tuple(tensor.shape)}, expected a matrix: "
@@ -158,7 +138,7 @@ def gptlab_to_hf(
         if tie_weights and key == "lm_head.weight":
             continue
         tensor = tensor.detach()
-        if is_conv1d_key(key):
+        if key.endswith(CONV1D_SUFFIXES):
             tensor = tensor.t()  # Linear (out, in) -> Conv1D (in, out)
         out[key] = tensor.contiguous().clone()
     return out
@@ -167,12 +147,8 @@ def gptlab_to_hf(
 def check_state_dict(
     state: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]], source: str
 ) -> None:
-    """Require `state` to hold exactly the keys of `shapes`, each with its shape.
-
-    Raises:
-        GptlabError: one line naming the missing, unexpected or mis-shaped weights (the first
-            few of each) and the file they came from.
-    """
+    """Require `state` to hold exactly the keys of `shapes`, each with its shape; else a
+    one-line GptlabError naming the first few wrong weights of each kind and `source`."""
     missing = [k for k in shapes if k not in state]
     unexpected = [k for k in state if k not in shapes]
     wrong = [

@@ -37,15 +37,9 @@ _MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size"
 def read_nanogpt_checkpoint(ckpt_path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read a nanoGPT `ckpt.pt`: (gptlab ModelConfig fields, float32 state dict).
 
-    Returns:
-        fields: vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, qkv_bias,
-            activation="gelu_exact", pos_encoding="learned", tie_weights=True.
-        state: gptlab-layout state dict without `lm_head.weight` (tied to wte), checked
-            against the shapes model_args imply.
-
-    Raises:
-        GptlabError: unreadable or truncated file, objects that need pickled code, missing
-            model_args or model, or weights that do not fit model_args.
+    The state dict, without `lm_head.weight` (tied to wte), is checked against the shapes
+    model_args imply. An unreadable file, objects that need pickled code, missing
+    model_args or model, or weights that do not fit raise GptlabError.
     """
     ckpt = _load_checkpoint(ckpt_path)
     if not isinstance(ckpt, dict) or "model_args" not in ckpt or "model" not in ckpt:
@@ -145,15 +139,11 @@ class _PlainDataUnpickler(pickle.Unpickler):
 
 
 def read_nanogpt_meta(meta_path: Path) -> list[str]:
-    """Read nanoGPT's char-level `meta.pkl` safely and return its characters in id order.
+    """Read nanoGPT's char-level `meta.pkl` safely: `chars` with `chars[i] == itos[i]`, so
+    that id i decodes to the character it did in nanoGPT.
 
-    Returns:
-        `chars` with `chars[i] == itos[i]`, so that id i decodes to the same character it
-        did in nanoGPT.
-
-    Raises:
-        GptlabError: a file that needs any class or function to unpickle (nothing is run),
-            or one whose vocab_size / itos / stoi are not a consistent character vocabulary.
+    A file that needs any class or function to unpickle (nothing is run), or whose
+    vocab_size / itos / stoi are not a consistent vocabulary, is a GptlabError.
     """
     try:
         data = meta_path.read_bytes()

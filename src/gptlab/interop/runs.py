@@ -1,9 +1,7 @@
 """Imported weights ↔ gptlab run folders, and pretrained models for fine-tuning.
 
-Public entry points (the CLI commands `gptlab import` / `gptlab export` call these):
-`import_hf`, `import_nanogpt`, `export_hf`, and `load_pretrained`, which
-`gptlab train --init-from` uses to start fine-tuning from a run folder, a Hugging Face GPT-2
-folder or cached name, or a nanoGPT ckpt.pt.
+`import_hf`, `import_nanogpt` and `export_hf` back `gptlab import` / `gptlab export`;
+`load_pretrained` backs `gptlab train --init-from`.
 
 Outputs are never half-written: everything goes to a hidden sibling folder that is renamed
 to `out_dir` at the end, and every input is read and checked before that folder exists.
@@ -36,20 +34,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Pretrained:
-    """A model ready to fine-tune or sample: weights, tokenizer and where they came from.
-
-    Attributes:
-        model: a `gptlab.model.GPT` in train mode, on the requested device.
-        tokenizer: the tokenizer the weights were trained with.
-        source: the run folder, HF folder or checkpoint it was loaded from (for logs and
-            the new run's config).
-        kind: "run", "hf" or "nanogpt".
-    """
+    """A model ready to fine-tune or sample (a `GPT` in train mode), its tokenizer, the
+    run folder, HF folder or checkpoint it was loaded from, and that source's kind."""
 
     model: GPT
     tokenizer: Tokenizer
     source: str
-    kind: str
+    kind: str  # "run", "hf" or "nanogpt"
 
 
 # ----------------------------------------------------------------------------- building
@@ -59,17 +50,13 @@ def model_with_weights(fields: dict[str, Any], state: dict[str, torch.Tensor], s
     """A `gptlab.model.GPT` with config `fields` and exactly the weights in `state`.
 
     `state` is in gptlab layout without `lm_head.weight` when the head is tied. Buffers the
-    model keeps in its state dict (masks, caches) keep their own values.
-
-    Raises:
-        GptlabError: when the fields are not a valid ModelConfig or the weights do not fill
-            the model's parameters one to one.
+    model keeps in its state dict (masks, caches) keep their own values. Invalid fields, or
+    weights that do not fill the parameters one to one, raise GptlabError.
     """
     model = model_from_config(dict(fields), source)
-    config = model.config
     params = dict(model.named_parameters(remove_duplicate=False))
     state = dict(state)
-    if "lm_head.weight" in params and "lm_head.weight" not in state and config.tie_weights:
+    if "lm_head.weight" in params and "lm_head.weight" not in state and model.config.tie_weights:
         state["lm_head.weight"] = state["transformer.wte.weight"]
     if "lm_head.bias" in params and "lm_head.bias" not in state:
         # gptlab's untied head has a bias when `bias`; GPT-2's has none: zero is the same map.
@@ -153,11 +140,8 @@ def read_nanogpt(
 
 @contextlib.contextmanager
 def staged_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a hidden temporary folder that becomes `out_dir` only if the block succeeds.
-
-    Raises:
-        GptlabError: when `out_dir` exists and is not an empty folder.
-    """
+    """Yield a hidden temporary folder that becomes `out_dir` only if the block succeeds;
+    an `out_dir` that exists and is not an empty folder is a GptlabError."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise GptlabError(f"--out {out_dir} already exists; choose a new folder or remove it")
@@ -188,14 +172,9 @@ def _write_imported_run(
 def import_hf(source: str | Path, out_dir: Path) -> Path:
     """`gptlab import hf`: a Hugging Face GPT-2 folder (or cached name) → a gptlab run folder.
 
-    Args:
-        source: a folder with config.json + model.safetensors / pytorch_model.bin, or one of
-            `gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl` present in the HF cache.
-        out_dir: the run folder to create (must not exist, or be empty).
-
-    Returns:
-        `out_dir`, holding config.json, tokenizer.json (GPT-2) and the weights, ready for
-        `gptlab sample`, `gptlab eval` and `gptlab train --init-from`.
+    `source` is a folder with config.json + model.safetensors / pytorch_model.bin, or one of
+    `gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl` present in the HF cache. Returns
+    `out_dir` (new or empty), ready for `gptlab sample`, `eval` and `train --init-from`.
     """
     fields, state, tokenizer, where = read_hf(source)
     return _write_imported_run(out_dir, fields, state, tokenizer, where)
@@ -204,11 +183,8 @@ def import_hf(source: str | Path, out_dir: Path) -> Path:
 def import_nanogpt(ckpt_path: Path, out_dir: Path, meta_path: Path | None = None) -> Path:
     """`gptlab import nanogpt`: a nanoGPT ckpt.pt (+ meta.pkl) → a gptlab run folder.
 
-    Args:
-        ckpt_path: nanoGPT's out_dir/ckpt.pt.
-        out_dir: the run folder to create (must not exist, or be empty).
-        meta_path: the dataset's meta.pkl for char-level models; without it the GPT-2
-            tokenizer is used, which needs vocab_size >= 50257.
+    `meta_path` is the dataset's meta.pkl for char-level models; without it the GPT-2
+    tokenizer is used, which needs vocab_size >= 50257.
     """
     fields, state, tokenizer, where = read_nanogpt(Path(ckpt_path), meta_path)
     return _write_imported_run(out_dir, fields, state, tokenizer, where)
@@ -219,14 +195,12 @@ def export_hf(run_dir: Path, out_dir: Path, which: str = "best") -> Path:
 
     `transformers.GPT2LMHeadModel.from_pretrained(out_dir)` loads the result. When the run
     uses the GPT-2 tokenizer, its vocab.json / merges.txt are written too, so that
-    `AutoTokenizer.from_pretrained(out_dir)` works.
-
-    Raises:
-        GptlabError: listing every model field GPT-2 cannot express, or `out_dir` exists.
+    `AutoTokenizer.from_pretrained(out_dir)` works. A model GPT-2 cannot express is a
+    GptlabError listing every such field.
     """
     run = load_run(Path(run_dir), which=which, device="cpu")
     fields = run.model.config.to_dict()
-    gpt2_tok = _is_gpt2_tokenizer(run.tokenizer)
+    gpt2_tok = getattr(run.tokenizer, "name", None) == "gpt2"
     hf_config = hf.hf_config_from_model_fields(fields, gpt2_tokenizer=gpt2_tok)
     hf_state = layout.gptlab_to_hf(_parameters(run.model), tie_weights=True)
     with staged_dir(out_dir) as tmp_dir:
@@ -241,10 +215,6 @@ def _parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights by state-dict key: GPT-2's layout for either attention (GPT keeps
     its masks out of the state dict; the reference heads are saved as c_attn)."""
     return {k: v.detach() for k, v in model.state_dict().items()}
-
-
-def _is_gpt2_tokenizer(tokenizer: Tokenizer) -> bool:
-    return getattr(tokenizer, "name", None) == "gpt2"
 
 
 def _write_gpt2_tokenizer_files(out_dir: Path) -> None:
@@ -277,13 +247,9 @@ def load_pretrained(
     Args:
         source: a gptlab run folder (its best weights), a Hugging Face GPT-2 folder or one of
             `gpt2`... in the HF cache, or a nanoGPT `ckpt.pt`.
-        device: where the model goes.
         dropout: overrides the model's dropout for fine-tuning (None keeps it).
         block_size: crops the learned position table to this many positions (None keeps it).
         meta_path: a nanoGPT char-level meta.pkl (only with a ckpt.pt source).
-
-    Returns:
-        A `Pretrained` with the model in train mode on `device`.
     """
     path = Path(source).expanduser()
     if path.is_dir() and _is_gptlab_run(path):

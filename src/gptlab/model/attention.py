@@ -6,12 +6,6 @@
   (seed 001) `Head` modules, each with its own `key`, `query` and `value` Linear and a
   `tril` mask, run side by side, concatenated and projected.
 
-Checkpoints are interchangeable. Both save GPT-2's keys: `c_attn` (C → 3C; rows are the
-queries of heads 0..nh-1, then the keys, then the values) and `c_proj` (C → C). The
-reference module's heads hold those rows as their own Linear layers, and the helper pair
-`fuse_head_weights` / `split_head_weights` converts between the two layouts when a state
-dict is saved or loaded.
-
 One deliberate difference from the seed: the seed scales the affinities by C**-0.5 with
 C = n_embd; scaled dot-product attention (Vaswani et al. 2017, §3.2.1) scales by
 1/√hs, the head size, and so do we (and so does the fused kernel).
@@ -32,13 +26,15 @@ from gptlab.model.positional import RotaryEmbedding
 QKV = ("query", "key", "value")  # the order of c_attn's three row blocks (GPT-2's)
 
 
-def _rope_cos_sin(
-    rope: RotaryEmbedding | None, kv_cache: KVCache | None, length: int
-) -> tuple[Tensor, Tensor] | None:
+def _rotate_qk(
+    q: Tensor, k: Tensor, rope: RotaryEmbedding | None, kv_cache: KVCache | None
+) -> tuple[Tensor, Tensor]:
+    """Rotate q and k (..., T, hs) for their absolute positions; unchanged without rope."""
     if rope is None:
-        return None
+        return q, k
     start = kv_cache.pos if kv_cache is not None else 0  # absolute position of token 0
-    return rope.cos_sin(start, length)
+    cos, sin = rope.cos_sin(start, q.shape[-2])  # (T, hs/2) each
+    return rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
 
 
 class CausalSelfAttention(nn.Module):
@@ -55,10 +51,7 @@ class CausalSelfAttention(nn.Module):
         self.layer_idx = layer_idx
 
     def forward(
-        self,
-        x: Tensor,
-        rope: RotaryEmbedding | None = None,
-        kv_cache: KVCache | None = None,
+        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
     ) -> Tensor:
         """(B, T, C) → (B, T, C). With `kv_cache`, x holds only the new tokens."""
         B, T, C = x.shape
@@ -67,10 +60,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        cos_sin = _rope_cos_sin(rope, kv_cache, T)
-        if cos_sin is not None:
-            q = RotaryEmbedding.rotate(q, *cos_sin)  # (B, nh, T, hs)
-            k = RotaryEmbedding.rotate(k, *cos_sin)  # (B, nh, T, hs)
+        q, k = _rotate_qk(q, k, rope, kv_cache)  # (B, nh, T, hs) each
         mask, is_causal = None, T > 1
         if kv_cache is not None:
             k, v = kv_cache.write(self.layer_idx, k, v)  # (B, nh, L, hs)
@@ -92,11 +82,7 @@ class CausalSelfAttention(nn.Module):
 class Head(nn.Module):
     """One head of causal self-attention: seed 001's `Head`, plus rope and the KV cache.
 
-    Args:
-        config: the model's shape; the head reads C = n_embd channels and writes
-            hs = head_size.
-        index: which head of its layer this is (its slot in the KV cache).
-        layer_idx: which layer it belongs to (the cache's layer).
+    `index` is the head's slot in layer `layer_idx` of the KV cache.
     """
 
     def __init__(self, config: ModelConfig, index: int = 0, layer_idx: int = 0) -> None:
@@ -113,10 +99,7 @@ class Head(nn.Module):
         self.layer_idx = layer_idx
 
     def forward(
-        self,
-        x: Tensor,
-        rope: RotaryEmbedding | None = None,
-        kv_cache: KVCache | None = None,
+        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
     ) -> Tensor:
         """(B, T, C) → this head's output (B, T, hs). With `kv_cache`, x holds only the
         new tokens, and they attend to the cached ones too."""
@@ -125,10 +108,7 @@ class Head(nn.Module):
         q = self.query(x)  # (B, T, hs)
         # the seed computes v after the softmax; the cache stores k and v together
         v = self.value(x)  # (B, T, hs)
-        cos_sin = _rope_cos_sin(rope, kv_cache, T)
-        if cos_sin is not None:
-            q = RotaryEmbedding.rotate(q, *cos_sin)  # (B, T, hs)
-            k = RotaryEmbedding.rotate(k, *cos_sin)  # (B, T, hs)
+        q, k = _rotate_qk(q, k, rope, kv_cache)  # (B, T, hs) each
         if kv_cache is not None:
             k, v = kv_cache.write(self.layer_idx, k, v, head=self.index)  # (B, L, hs) each
         L = k.shape[1]  # keys to attend to: L == T without a cache
@@ -146,8 +126,8 @@ class Head(nn.Module):
 class MultiHeadAttention(nn.Module):
     """Multiple heads of self-attention in parallel (seed 001's `MultiHeadAttention`).
 
-    The seed's output projection `proj` is stored as `c_proj` (GPT-2's key), and the heads'
-    query/key/value weights are saved and loaded as GPT-2's fused `c_attn`, so that a
+    The seed's `proj` is stored as `c_proj` (GPT-2's key), and the heads' query/key/value
+    weights are saved and loaded as GPT-2's fused `c_attn` (`fuse_head_weights`), so a
     checkpoint of this module loads into `CausalSelfAttention` and back.
     """
 
@@ -157,15 +137,11 @@ class MultiHeadAttention(nn.Module):
         self.heads = nn.ModuleList(Head(config, i, layer_idx) for i in range(config.n_head))
         self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.layer_idx = layer_idx
         self.register_state_dict_post_hook(_fuse_on_save)
         self.register_load_state_dict_pre_hook(_split_on_load)
 
     def forward(
-        self,
-        x: Tensor,
-        rope: RotaryEmbedding | None = None,
-        kv_cache: KVCache | None = None,
+        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
     ) -> Tensor:
         """(B, T, C) → (B, T, C). With `kv_cache`, x holds only the new tokens."""
         # nh heads' (B, T, hs) side by side -> (B, T, nh·hs) = (B, T, C)
@@ -177,17 +153,13 @@ class MultiHeadAttention(nn.Module):
 ReferenceSelfAttention = MultiHeadAttention  # the public name `attention="reference"` had
 
 
-# ----------------------------------------------------------- state-dict layout (the pair)
-
-
 def fuse_head_weights(state: dict[str, Any], prefix: str, n_head: int) -> None:
     """In place: replace the per-head entries under `prefix` by GPT-2's fused `c_attn`.
 
     `{prefix}heads.{i}.{query,key,value}.{weight,bias}` become `{prefix}c_attn.weight`
     (3C, C): the query rows of heads 0..nh-1, then their key rows, then their value rows
-    (and `c_attn.bias` (3C,) the same way, when the heads have biases). `c_attn` takes the
-    place of the first head entry and every other key keeps its place, so the keys come out
-    in the fused module's order. Works on any dict keyed like a state dict (gradients too).
+    (`c_attn.bias` (3C,) likewise). `c_attn` takes the first head entry's place, so the keys
+    come out in the fused module's order. Any dict keyed like a state dict works (gradients).
     """
     fused: dict[str, Any] = {}
     consumed: set[str] = set()
@@ -227,10 +199,3 @@ def _fuse_on_save(module: MultiHeadAttention, state: dict, prefix: str, _meta: A
 
 def _split_on_load(module: MultiHeadAttention, state: dict, prefix: str, *_args: Any) -> None:
     split_head_weights(state, prefix, len(module.heads))
-
-
-def make_attention(config: ModelConfig, layer_idx: int = 0) -> nn.Module:
-    """The attention module that `config.attention` names."""
-    if config.attention == "fused":
-        return CausalSelfAttention(config, layer_idx)
-    return MultiHeadAttention(config, layer_idx)

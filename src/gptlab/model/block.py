@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from gptlab.model.attention import make_attention
+from gptlab.model.attention import CausalSelfAttention, MultiHeadAttention
 from gptlab.model.cache import KVCache
 from gptlab.model.config import ModelConfig
 from gptlab.model.feedforward import MLP
@@ -21,15 +21,13 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int = 0) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = make_attention(config, layer_idx)
+        attention = CausalSelfAttention if config.attention == "fused" else MultiHeadAttention
+        self.attn = attention(config, layer_idx)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(
-        self,
-        x: Tensor,
-        rope: RotaryEmbedding | None = None,
-        kv_cache: KVCache | None = None,
+        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
     ) -> Tensor:
         """(B, T, C) → (B, T, C)."""
         x = x + self.attn(self.ln_1(x), rope, kv_cache)

@@ -1,8 +1,7 @@
 """The key/value cache that lets generation process each new token once.
 
-Without a cache, every generation step re-runs the model over the whole context. With
-one, each attention layer keeps the keys and values of the tokens already seen, and a step
-only computes the new token's query, key and value.
+Each attention layer keeps the keys and values of the tokens already seen, so a step
+computes only the new token's query, key and value instead of re-running the whole context.
 
 Two ways to use the space (capacity = block_size slots per layer):
 - linear (`rolling=False`): token t goes to slot t; the cache is full after block_size
@@ -50,15 +49,6 @@ class KVCache:
         self.rolling = rolling
         self.pos = 0
 
-    @property
-    def batch_size(self) -> int:
-        return self.k.shape[1]
-
-    @property
-    def free(self) -> int:
-        """Slots left before a linear cache is full (a rolling cache never runs out)."""
-        return max(self.capacity - self.pos, 0)
-
     def check_room(self, n_new: int) -> None:
         """Raise unless `n_new` tokens can be written at the current position."""
         if self.pos + n_new <= self.capacity:
@@ -80,8 +70,7 @@ class KVCache:
         """Store the new keys/values of one layer and return all keys/values to attend to.
 
         Args:
-            layer: layer index.
-            k, v: new keys/values, (B, nh, T, hs), or (B, T, hs) for one `head`.
+            k, v: new keys/values of `layer`, (B, nh, T, hs), or (B, T, hs) for one `head`.
             head: write only this head (the reference attention's per-head modules).
 
         Returns:

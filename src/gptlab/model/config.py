@@ -35,18 +35,15 @@ class ModelConfig:
     Each field's `metadata["help"]` says what it sets (`gptlab train --help` shows it).
     Beyond that:
 
-    - hs = n_embd // n_head is the head size (`head_size`); n_head must divide n_embd.
     - dropout acts on the attention weights, the residual branches and the embeddings.
     - bias covers the attention output, feed-forward and lm_head Linears and the
       LayerNorms; qkv_bias the query/key/value projection (GPT-2: both; the lecture: no
       qkv_bias).
-    - activation: "relu" (the lecture), "gelu" (GPT-2's tanh approximation) or
-      "gelu_exact" (the erf form, nanoGPT's `nn.GELU()`).
+    - activation: "relu" (the lecture), "gelu" or "gelu_exact" (see `MLP`).
     - pos_encoding: "learned" table (the lecture, GPT-2), "sinusoidal" (Vaswani et al.
       2017, seed 000) or "rope" (rotary, Su et al. 2021); the last two have no parameters.
-    - attention: "fused" runs all heads in one q/k/v matmul and one kernel; "reference"
-      is the lecture's per-head modules with an explicit tril mask. Both save the same
-      state-dict keys, so checkpoints move between them.
+    - attention: "fused" or "reference" (the lecture's per-head modules); both save the
+      same state-dict keys, so checkpoints move between them.
     """
 
     vocab_size: int = field(

@@ -13,7 +13,6 @@ class MLP(nn.Module):
     The 4x expansion is Vaswani et al.'s d_ff = 4·d_model. "gelu" is the tanh
     approximation GPT-2 uses (HF's "gelu_new"), so GPT-2 weights reproduce its outputs;
     "gelu_exact" is the erf form nanoGPT trains with (`nn.GELU()`), for its checkpoints.
-    Module names `c_fc`/`c_proj` are GPT-2's checkpoint keys.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -31,3 +30,6 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, C) → (B, T, C)."""
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # via (B, T, 4C)
+
+
+FeedForward = MLP  # seed 003's name for it (the lecture, seed 001, spells it `FeedFoward`)

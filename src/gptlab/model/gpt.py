@@ -2,8 +2,7 @@
 
 State-dict keys follow GPT-2's checkpoint keys (transformer.wte, transformer.wpe,
 transformer.h.{i}.ln_1/attn.c_attn/attn.c_proj/ln_2/mlp.c_fc/mlp.c_proj, transformer.ln_f,
-lm_head), so Hugging Face GPT-2 and nanoGPT weights map key for key (the reference
-attention's per-head weights are saved and loaded as c_attn; see model/attention.py).
+lm_head), so Hugging Face GPT-2 and nanoGPT weights map key for key (either attention).
 """
 
 from __future__ import annotations
@@ -48,16 +47,12 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(parts)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=config.bias and not config.tie_weights)
         # parameter-free encodings live outside `transformer` as non-persistent buffers
-        self.sinusoidal = (
-            SinusoidalPositionalEncoding(config.block_size, C)
-            if config.pos_encoding == "sinusoidal"
-            else None
-        )
-        self.rope = (
-            RotaryEmbedding(config.head_size, config.block_size)
-            if config.pos_encoding == "rope"
-            else None
-        )
+        self.sinusoidal: SinusoidalPositionalEncoding | None = None
+        self.rope: RotaryEmbedding | None = None
+        if config.pos_encoding == "sinusoidal":
+            self.sinusoidal = SinusoidalPositionalEncoding(config.block_size, C)
+        elif config.pos_encoding == "rope":
+            self.rope = RotaryEmbedding(config.head_size, config.block_size)
         self.reset_parameters()
         if config.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
@@ -97,7 +92,6 @@ class GPT(nn.Module):
         Args:
             idx: (B, T) token ids, T ≤ block_size.
             targets: (B, T) next-token ids; positions equal to `ignore_index` are skipped.
-            ignore_index: target value that contributes no loss.
             kv_cache: generation only: `idx` holds the new tokens, which continue the
                 cached ones (positions kv_cache.pos, ...); the cache is updated.
             last_only: compute logits for the last position only (generation).
@@ -164,10 +158,7 @@ class GPT(nn.Module):
         return self.transformer.wpe(positions)
 
     def new_kv_cache(self, batch_size: int, rolling: bool = False) -> KVCache:
-        """An empty KV cache of block_size slots for `batch_size` sequences.
-
-        `rolling=True` (rope only) overwrites the oldest token once full; see KVCache.
-        """
+        """An empty KV cache of block_size slots per layer; `rolling=True` needs rope."""
         cfg = self.config
         if rolling and cfg.pos_encoding != "rope":
             raise GptlabError(
@@ -176,14 +167,8 @@ class GPT(nn.Module):
             )
         weight = self.transformer.wte.weight
         return KVCache(
-            cfg.n_layer,
-            batch_size,
-            cfg.n_head,
-            cfg.head_size,
-            cfg.block_size,
-            rolling=rolling,
-            dtype=weight.dtype,
-            device=weight.device,
+            cfg.n_layer, batch_size, cfg.n_head, cfg.head_size, cfg.block_size,
+            rolling=rolling, dtype=weight.dtype, device=weight.device,
         )
 
     def num_parameters(self, non_embedding: bool = False) -> int:

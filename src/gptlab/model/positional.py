@@ -20,13 +20,7 @@ def sinusoidal_table(n_positions: int, n_embd: int, base: float = 10000.0) -> Te
     for the odd (cosine) columns; we follow the paper so each sin/cos pair shares one
     frequency, which is what makes PE[t+k] a rotation of PE[t].
 
-    Args:
-        n_positions: number of positions T.
-        n_embd: channels C (even).
-        base: the wavelength base (10000 in the paper).
-
-    Returns:
-        float32 tensor of shape (T, C).
+    Returns a float32 (T, C) table, T = n_positions and C = n_embd (even).
     """
     assert n_embd % 2 == 0, "sinusoidal encodings need an even n_embd"
     position = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (T, 1)

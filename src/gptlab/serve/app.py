@@ -2,12 +2,11 @@
 
 `create_app(engine, ...)` builds the ASGI app. Completions run off the event loop, in one
 worker thread per app (`Scheduler`) that takes the running requests' jobs in turn, one text
-piece (usually one token) each, so every stream advances at once while only one thread
-computes; the event loop keeps answering /health, and pieces come back through an asyncio
-queue per job. One worker rather than a thread per completion: such threads would fight
-over the GIL. At most `max_concurrency` completions run at once; a request
-beyond that gets 429 with Retry-After at once (no queue to wait in). A client that
-disconnects sets the job's cancel flag, which the worker checks before every token.
+piece (usually one token) each, so every stream advances while only one thread computes
+(threads per completion would fight over the GIL); pieces come back through an asyncio
+queue per job. At most `max_concurrency` completions run at once; a request beyond that
+gets 429 with Retry-After at once (no queue to wait in). A client that disconnects sets
+the job's cancel flag, which the worker checks before every token.
 """
 
 from __future__ import annotations
@@ -60,11 +59,10 @@ class ServerSettings:
 
     Args:
         api_key: when set, /v1/* needs `Authorization: Bearer <api_key>`.
-        max_tokens_limit: the largest `max_tokens` a request may ask for.
         max_concurrency: completions running at once; more get 429.
         max_body_bytes: larger request bodies get 413 before being read.
-        drain_s: after `begin_shutdown`, how long running completions may go on before they
-            are ended with an error event.
+        drain_s: after `begin_shutdown`, how long running completions may go on before
+            they are ended with an error event.
     """
 
     api_key: str | None = None
@@ -334,10 +332,9 @@ async def _start_job(state: ServerState, req: CompletionRequest) -> Job:
         out = []
         for prompt in req.prompts:
             for i in range(req.n):
-                seed = req.params.seed
                 params = req.params
-                if seed is not None and i > 0:  # distinct but reproducible choices
-                    params = replace(params, seed=(seed + i) % SEED_LIMIT)
+                if params.seed is not None and i > 0:  # distinct but reproducible choices
+                    params = replace(params, seed=(params.seed + i) % SEED_LIMIT)
                 out.append(state.engine.complete(prompt, params, cancel))
         return out
 
@@ -430,11 +427,8 @@ class SSEResponse(StreamingResponse):
 
     def __init__(self, events: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
         self.on_close = on_close
-        super().__init__(
-            events,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(events, media_type="text/event-stream", headers=headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -484,13 +478,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/v1/completions", completions, methods=["POST"]),
     ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            Exception: _unexpected_error,
-        },
-    )
+    handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected_error}
+    app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.gptlab = ServerState(engine, settings or ServerSettings())
     return app

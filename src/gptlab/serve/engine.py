@@ -1,11 +1,10 @@
 """What the server needs from a model: encode a prompt, produce token ids, decode text.
 
 `Engine` is the small interface the HTTP layer is written against; `ModelEngine` wraps a
-gptlab run folder (model + tokenizer). `Completion` turns an engine's token ids into text
-pieces that are safe to send one by one: it decodes the whole continuation after every
-token and emits only the new suffix, holding back an incomplete UTF-8 character (a BPE
-token can end in the middle of one) and any tail that could still grow into a stop string,
-so the concatenated pieces always equal the final text.
+gptlab run folder (model + tokenizer). `Completion` decodes the whole continuation after
+every token and emits only the new suffix, holding back an incomplete UTF-8 character (a
+BPE token can end in the middle of one) and any tail that could still grow into a stop
+string, so the concatenated pieces always equal the final text.
 """
 
 from __future__ import annotations
@@ -36,19 +35,10 @@ REPLACEMENT_CHAR = "\ufffd"
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to continue one prompt: the sampling settings the API exposes, checked by
-    `gptlab.generate.SamplingConfig` (derived here as `sampling`, so a bad value raises
-    its SamplingError), plus the server's own `max_tokens` and `stop` strings.
-
-    Args:
-        max_tokens: the most new tokens to produce (>= 1).
-        temperature: softmax temperature; 0 means greedy (argmax).
-        top_k: keep only the k most likely tokens (None: all).
-        top_p: nucleus sampling mass in (0, 1] (None: no cut).
-        seed: seeds a generator local to this completion; same seed, same text.
-        stop: strings that end the completion; the stop string itself is not returned.
-        exact: past block_size, recompute the window (True, the seed's loop) or keep one
-            cached token per step (False; see `gptlab.generate`).
+    """How to continue one prompt: the `SamplingConfig` fields the API exposes (checked by
+    it, derived here as `sampling`: a bad value raises its SamplingError), plus the most
+    new tokens, `max_tokens`, and the `stop` strings that end the completion (the stop
+    string itself is not returned).
     """
 
     max_tokens: int = 16
@@ -67,14 +57,9 @@ class SamplingParams:
 
 
 class Engine:
-    """A model and tokenizer behind the server. Subclasses fill in the four methods.
-
-    Attributes:
-        model_id: the name clients pass as `model`.
-        block_size: the most tokens the model attends to.
-        vocab_size: the tokenizer's vocabulary size.
-        eot_id: the end-of-text token id (ends a completion with reason "stop"), or None.
-    """
+    """A model and tokenizer behind the server; subclasses fill in the three methods.
+    `model_id` is the name clients pass as `model`; `eot_id`, the end-of-text token id
+    (or None), ends a completion with reason "stop"."""
 
     model_id: str
     block_size: int
@@ -87,7 +72,6 @@ class Engine:
         raise NotImplementedError
 
     def decode(self, ids: list[int]) -> str:
-        """Text of `ids`."""
         raise NotImplementedError
 
     def generate_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
@@ -97,15 +81,13 @@ class Engine:
     def complete(
         self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None
     ) -> Completion:
-        """Encode `prompt` now (so a bad prompt fails before any output) and return the
-        lazy `Completion`; iterating it runs the model."""
+        """Encode `prompt` now (a bad prompt fails before any output); iterating the
+        `Completion` runs the model."""
         prompt_ids = self.encode(prompt)
         if not prompt_ids:
             if self.eot_id is None:
-                raise GptlabError(
-                    "prompt is empty and this model has no end-of-text token to start from: "
-                    "send at least one character"
-                )
+                raise GptlabError("prompt is empty and this model has no end-of-text token to "
+                                  "start from: send at least one character")
             prompt_ids = [self.eot_id]
         return Completion(self, prompt_ids, params, cancel)
 
@@ -115,13 +97,8 @@ class Completion:
     set as it runs ("stop": a stop string or end-of-text token, "length": max_tokens
     reached, "cancelled": `cancel` was set)."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        cancel: threading.Event | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams,
+                 cancel: threading.Event | None = None) -> None:
         self.engine = engine
         self.prompt_ids = prompt_ids
         self.params = params
@@ -200,10 +177,8 @@ def safe_length(text: str, stops: tuple[str, ...]) -> int:
 class ModelEngine(Engine):
     """A gptlab model and tokenizer, e.g. from a run folder (`from_run_dir`).
 
-    Prompts longer than `block_size` tokens are cropped to their last `block_size` tokens
-    (the model cannot see more). Token generation uses `gptlab.generate.stream` with the
-    completion's `params.sampling` (its seed gives a generator of its own) and the
-    end-of-text token as stop token.
+    Prompts are cropped to their last `block_size` tokens (the model cannot see more);
+    tokens come from `gptlab.generate.stream`, with the end-of-text token as stop token.
     """
 
     def __init__(

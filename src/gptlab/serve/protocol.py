@@ -28,15 +28,9 @@ MAX_TEMPERATURE = 2.0  # as the OpenAI API
 class ApiError(Exception):
     """An error the client sees as `{"error": {"message", "type", "param", "code"}}`."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -49,9 +43,8 @@ class ApiError(Exception):
         return error_body(self.message, self.type, self.param, self.code)
 
 
-def error_body(
-    message: str, type: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
+def error_body(message: str, type: str, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
     """The OpenAI error envelope."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
@@ -126,17 +119,12 @@ def parse_completion_request(body: dict[str, Any], max_tokens_limit: int) -> Com
 
 
 def _json_type(value: Any) -> str:
+    """How the client wrote `value` (a json.loads result): "a number", "null", ..."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "an array"}
+    return names.get(type(value), "an object")
 
 
 def _optional(body: dict[str, Any], field: str, kind: type) -> Any:
@@ -184,11 +172,8 @@ def _prompts(body: dict[str, Any]) -> tuple[str, ...]:
         if len(prompt) > MAX_PROMPTS:
             raise invalid(f"too many prompts: {len(prompt)} (at most {MAX_PROMPTS})", "prompt")
         return tuple(prompt)
-    raise invalid(
-        "`prompt` must be a string or a non-empty array of strings (token-id prompts are "
-        "not supported)",
-        "prompt",
-    )
+    raise invalid("`prompt` must be a string or a non-empty array of strings (token-id "
+                  "prompts are not supported)", "prompt")
 
 
 def _stops(body: dict[str, Any]) -> tuple[str, ...]:
@@ -199,9 +184,7 @@ def _stops(body: dict[str, Any]) -> tuple[str, ...]:
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise invalid("`stop` must be a non-empty string or an array of them", "stop")
     if len(stops) > MAX_STOP_STRINGS:
-        raise invalid(
-            f"too many stop strings: {len(stops)} (at most {MAX_STOP_STRINGS})", "stop"
-        )
+        raise invalid(f"too many stop strings: {len(stops)} (at most {MAX_STOP_STRINGS})", "stop")
     if any(len(s) > MAX_STOP_CHARS for s in stops):
         raise invalid(f"a stop string is longer than {MAX_STOP_CHARS} characters", "stop")
     return tuple(stops)
@@ -215,13 +198,8 @@ def completion_body(
     completion_id: str, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None
 ) -> dict[str, Any]:
     """A `text_completion` object (a whole response or one streamed chunk)."""
-    body: dict[str, Any] = {
-        "id": completion_id,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-    }
+    body: dict[str, Any] = {"id": completion_id, "object": "text_completion",
+                            "created": int(time.time()), "model": model, "choices": choices}
     if usage is not None:
         body["usage"] = usage
     return body
@@ -232,8 +210,5 @@ def choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
 
 
 def usage_body(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}

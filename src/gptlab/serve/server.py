@@ -80,13 +80,8 @@ def url_of(sock: socket.socket) -> str:
 
 def make_server(app: Starlette, log_level: str = "warning") -> GracefulServer:
     drain_s = app.state.gptlab.settings.drain_s
-    config = uvicorn.Config(
-        app,
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=int(drain_s) + 5,
-        lifespan="off",
-    )
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=int(drain_s) + 5)
     return GracefulServer(config, app)
 
 
@@ -117,9 +112,7 @@ def serve_in_thread(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
     benchmarks). The server drains and stops when the block ends."""
     sock = bind_socket(host, 0)
     server = make_server(app)
-    thread = threading.Thread(
-        target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True
-    )
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     try:
         while not server.started and thread.is_alive():

@@ -1,29 +1,19 @@
-"""Tokenizers — one protocol, four kinds: char, word, gpt2 (tiktoken), bpe (HF tokenizers).
-
-Every tokenizer has `name`, `vocab_size`, `special_tokens`, `eot_id`, `encode(text)`,
-`decode(ids)`, `encode_batch(texts, num_threads=0)`, `encode_to_array(text)` and
-`save(path)` (one JSON file); `load_tokenizer(path)` reads any of them back and
-`build_tokenizer(kind, ...)` makes one from a corpus (what `gptlab prepare` calls).
+"""Tokenizers — one protocol (`Tokenizer`), four kinds: char, word, gpt2 (tiktoken), bpe (HF
+tokenizers). `load_tokenizer(path)` reads any saved one back; `build_tokenizer(kind, ...)`
+makes one from a corpus (what `gptlab prepare` calls).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gptlab.checks import is_int
 from gptlab.errors import ConfigError, GptlabError
-from gptlab.tokenizers.base import (
-    EOT,
-    FORMAT_VERSION,
-    Tokenizer,
-    TokenizerKind,
-    read_text_file,
-)
+from gptlab.tokenizers.base import EOT, FORMAT_VERSION, Tokenizer, TokenizerKind, read_text_file
 from gptlab.tokenizers.bpe import BPETokenizer
 from gptlab.tokenizers.char import CharTokenizer
 from gptlab.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
@@ -44,8 +34,6 @@ __all__ = [
     "same_tokenizer",
 ]
 
-log = logging.getLogger(__name__)
-
 # Each class's `name` is its kind; the order is TokenizerKind's (a test checks both agree).
 KINDS: dict[TokenizerKind, type[Tokenizer]] = {
     cls.name: cls for cls in (CharTokenizer, WordTokenizer, GPT2Tokenizer, BPETokenizer)
@@ -54,10 +42,8 @@ DEFAULT_BPE_VOCAB_SIZE = 4096
 
 
 def same_tokenizer(a_path: str | os.PathLike[str], b_path: str | os.PathLike[str]) -> bool:
-    """Whether two saved tokenizer files hold the same tokenizer.
-
-    `Tokenizer.save` writes a canonical file, so equal tokenizers are equal bytes.
-    """
+    """Whether two saved tokenizer files hold the same tokenizer (`Tokenizer.save` writes a
+    canonical file, so equal tokenizers are equal bytes)."""
     return Path(a_path).read_bytes() == Path(b_path).read_bytes()
 
 
@@ -104,7 +90,6 @@ def build_tokenizer(
     """Make a tokenizer of `kind` for a corpus given as `text` and/or `files`.
 
     Args:
-        kind: "char", "word", "gpt2" or "bpe".
         text: corpus text (char/word vocabularies and bpe merges are learned from it), or an
             iterable of text blocks: char and word read it as a stream, bpe collects it.
         files: corpus files (UTF-8), used with or instead of `text`.

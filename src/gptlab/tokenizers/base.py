@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
-import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -20,9 +18,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from gptlab.errors import GptlabError
-from gptlab.files import check_not_binary, set_normal_mode
-
-log = logging.getLogger(__name__)
+from gptlab.files import atomic_write_bytes, check_not_binary
 
 EOT = "<|endoftext|>"  # GPT-2's document separator; the seeds join documents with it
 FORMAT_VERSION = 1
@@ -60,11 +56,9 @@ def resolve_num_threads(num_threads: int) -> int:
 
 
 class Tokenizer(abc.ABC):
-    """Common interface of the char, word, gpt2 and bpe tokenizers.
+    """Common interface of the char, word, gpt2 and bpe tokenizers; `name` is the kind.
 
-    Attributes:
-        name: the kind, one of `TokenizerKind` (also the JSON file's "kind").
-        special_tokens: special token text -> id (e.g. {"<|endoftext|>": 50256}).
+    `special_tokens` maps special token text to id, e.g. {"<|endoftext|>": 50256}.
     """
 
     name: ClassVar[TokenizerKind]
@@ -89,10 +83,8 @@ class Tokenizer(abc.ABC):
         """Token ids -> text."""
 
     def encode_batch(self, texts: list[str], num_threads: int = 0) -> list[list[int]]:
-        """Encode several texts; kinds with a parallel encoder use `num_threads` cores (0 = all).
-
-        Returns one id list per text, each equal to `encode(text)`.
-        """
+        """One id list per text, each equal to `encode(text)`; kinds with a parallel encoder
+        use `num_threads` cores (0 = all)."""
         resolve_num_threads(num_threads)
         return [self.encode(text) for text in texts]
 
@@ -110,33 +102,19 @@ class Tokenizer(abc.ABC):
         """Rebuild from `to_dict()`'s output."""
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the tokenizer as one JSON file (atomically: temp file, then rename).
-
-        Returns the path written.
-        """
+        """Write the tokenizer as one JSON file, atomically; returns the path written."""
         path = Path(path)
         data = {"kind": self.name, "format": FORMAT_VERSION, **self.to_dict()}
         try:
             body = json.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate in a char vocabulary: escape it
             body = json.dumps(data).encode("ascii")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(body + b"\n")
-            set_normal_mode(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, body + b"\n")
         return path
 
     def check_ids(self, ids: Sequence[int]) -> None:
         """Raise GptlabError naming the first id outside range(vocab_size)."""
         arr = np.asarray(ids)
-        if arr.size == 0:
-            return
         bad = (arr < 0) | (arr >= self.vocab_size)
         if bad.any():
             pos = int(np.argmax(bad))

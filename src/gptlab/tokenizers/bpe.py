@@ -12,7 +12,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,14 +37,6 @@ def _new_hf_tokenizer():
     return tok
 
 
-def _is_readable_text(path: str) -> bool:
-    try:
-        read_text_file(path)
-    except GptlabError:
-        return False
-    return True
-
-
 def _split_sources(texts_or_files) -> tuple[list[str], list[str]]:
     """(texts, file paths): a `str` is text, a `Path` (or os.PathLike) a file."""
     if isinstance(texts_or_files, (str, os.PathLike)):
@@ -54,10 +45,9 @@ def _split_sources(texts_or_files) -> tuple[list[str], list[str]]:
     files: list[str] = []
     for item in texts_or_files:
         if isinstance(item, os.PathLike):
-            path = Path(item)
-            if not path.is_file():
-                raise GptlabError(f"BPE training file {path} does not exist: check the path")
-            files.append(str(path))
+            if not os.path.isfile(item):
+                raise GptlabError(f"BPE training file {item} does not exist: check the path")
+            files.append(os.fspath(item))
         elif isinstance(item, str):
             texts.append(item)
         else:
@@ -66,10 +56,7 @@ def _split_sources(texts_or_files) -> tuple[list[str], list[str]]:
 
 
 class BPETokenizer(Tokenizer):
-    """A trained byte-level BPE (wraps a `tokenizers.Tokenizer`).
-
-    Build one with `BPETokenizer.train(...)` or `load_tokenizer(path)`.
-    """
+    """A trained byte-level BPE (wraps a `tokenizers.Tokenizer`): `train` or `load_tokenizer`."""
 
     name = "bpe"
 
@@ -97,8 +84,7 @@ class BPETokenizer(Tokenizer):
             special_tokens: added first, ids 0, 1, ...; default `<|endoftext|>`.
             min_frequency: a pair must occur this often to be merged.
 
-        Returns:
-            The trained tokenizer; vocab_size may come out smaller on a tiny corpus.
+        On a tiny corpus the vocabulary may come out smaller than `vocab_size`.
         """
         from tokenizers import pre_tokenizers, trainers
 
@@ -124,9 +110,8 @@ class BPETokenizer(Tokenizer):
             try:
                 tok.train(files, trainer=trainer)  # HF reads (and parallelizes over) the files
             except Exception as exc:  # HF raises a bare Exception, e.g. for invalid UTF-8
-                bad = next((f for f in files if not _is_readable_text(f)), None)
-                if bad is not None:
-                    read_text_file(bad)  # raises the GptlabError naming the file and problem
+                for f in files:
+                    read_text_file(f)  # raises the GptlabError naming a bad file and its problem
                 raise GptlabError(f"BPE training failed on {', '.join(files)}: {exc}") from None
         else:
             sources = texts + [read_text_file(f) for f in files]

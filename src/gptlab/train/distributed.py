@@ -35,19 +35,8 @@ class DistInfo:
         return self.rank == 0
 
 
-def env_dist_info() -> DistInfo:
-    """Read torchrun's environment variables."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return DistInfo()
-    return DistInfo(
-        rank=int(os.environ["RANK"]),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-        world_size=int(os.environ["WORLD_SIZE"]),
-    )
-
-
 def setup(device: str) -> tuple[DistInfo, str]:
-    """Join the process group when launched by torchrun.
+    """Join the process group when launched by torchrun (RANK and WORLD_SIZE set).
 
     Args:
         device: the resolved device ("cpu", "cuda", "cuda:N", "mps").
@@ -55,7 +44,10 @@ def setup(device: str) -> tuple[DistInfo, str]:
     Returns:
         (DistInfo, device for this process: cuda:LOCAL_RANK on CUDA).
     """
-    info = env_dist_info()
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return DistInfo(), device
+    info = DistInfo(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                    world_size=int(os.environ["WORLD_SIZE"]))
     if not info.enabled:
         return info, device
     if device.startswith("cuda"):

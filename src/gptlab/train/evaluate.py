@@ -49,11 +49,7 @@ def loss_metrics(
 def text_per_token(
     tokenizer: Tokenizer, tokens: np.ndarray, limit: int = 1_000_000
 ) -> tuple[float, float]:
-    """Average characters and UTF-8 bytes per token over (up to `limit` of) `tokens`.
-
-    Returns:
-        (chars_per_token, bytes_per_token).
-    """
+    """(characters, UTF-8 bytes) per token on average over (up to `limit` of) `tokens`."""
     ids = np.asarray(tokens[:limit]).astype(np.int64).tolist()
     if not ids:
         return 1.0, 1.0
@@ -82,8 +78,6 @@ def estimate_loss(
     Args:
         model: returns (logits, loss) from (idx, targets).
         make_batches: split -> an object with get_batch() -> (x, y), each (B, T).
-        eval_iters: batches per split.
-        autocast: context manager factory for mixed precision.
         tokens_per_forward: see `mean_batch_loss` (1: one batch per call, as the seed).
 
     Returns:
@@ -109,16 +103,13 @@ def mean_batch_loss(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     tokens_per_forward: int | None = None,
 ) -> float:
-    """The mean of the losses of the next `n_batches` batches, several per forward call.
+    """The mean loss of the next `n_batches` batches from `batches.get_batch()`.
 
     The seed runs one forward pass per batch; here as many batches as fit in
     `tokens_per_forward` tokens (default EVAL_TOKENS_PER_FORWARD_CPU on CPU, else
     EVAL_TOKENS_PER_FORWARD) are stacked into one: the same batches are drawn, the mean over
     equal-sized batches is the mean of their means, and a few large calls run much faster
     than many small ones.
-
-    Args:
-        batches: an object with get_batch() -> (x, y), each (B, T).
     """
     total, done = 0.0, 0
     while done < n_batches:
@@ -168,10 +159,9 @@ def evaluate_tokens(
     Returns:
         (mean loss in nats per predicted token, number of predicted tokens).
     """
-    block_size = model.config.block_size
     if len(tokens) < 2:
         return float("nan"), 0
-    block_size = min(block_size, len(tokens) - 1)
+    block_size = min(model.config.block_size, len(tokens) - 1)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -190,14 +180,9 @@ def evaluate_tokens(
 
 
 class MetricsLog:
-    """A run's one sink for metrics: JSON lines appended to RUN_DIR/metrics.jsonl (flushed
-    per line) and, given a TensorBoard `writer`, the same numbers as its scalars.
-
-    Args:
-        path: the metrics.jsonl file.
-        writer: None, or an object with add_scalar(tag, value, step) and close(), e.g.
-            `tensorboard_writer(RUN_DIR / "tensorboard")`.
-    """
+    """A run's one sink for metrics: JSON lines appended to `path` (flushed per line) and,
+    given a `writer` with add_scalar(tag, value, step) and close() (`tensorboard_writer`),
+    the same numbers as scalars."""
 
     def __init__(self, path: Path, writer: Any = None):
         self.path = Path(path)
@@ -212,13 +197,10 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        """Log one record: {"kind": "train" or "eval", "step": N, ...}.
-
-        TensorBoard gets each value but "tokens" and "time" as the scalar "KIND/NAME".
-        """
+        """Log one record, {"kind": "train" or "eval", "step": N, ...}."""
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self._file = open(self.path, "a", encoding="utf-8")
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self.writer is not None:
@@ -239,11 +221,7 @@ _NOT_SCALARS = frozenset({"kind", "step", "tokens", "time"})
 
 
 def tensorboard_writer(log_dir: Path) -> Any:
-    """A TensorBoard SummaryWriter writing into `log_dir`.
-
-    Raises:
-        GptlabError: the tensorboard package is not installed.
-    """
+    """A TensorBoard SummaryWriter writing into `log_dir` (GptlabError without tensorboard)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -285,13 +263,11 @@ def evaluate_run(
 
     Returns:
         {"loss", "ppl", "bpc", "bpb", "tokens"} with loss in nats per token.
-
-    Raises:
-        GptlabError: no dataset, or one whose tokenizer differs from the run's.
     """
     from gptlab.checkpoint import TOKENIZER_FILE, load_run
     from gptlab.data import load_meta, load_split
 
+    run_tok = Path(run_dir) / TOKENIZER_FILE
     if max_batches is not None and max_batches < 1:
         raise GptlabError(f"--max-batches {max_batches} must be >= 1 (or left out: all)")
     if batch_size < 1:
@@ -304,19 +280,17 @@ def evaluate_run(
             raise GptlabError(f"{run_dir} records no dataset: pass --data DIR")
         data_dir = Path(recorded)
         if not (data_dir / "meta.json").is_file():
-            raise GptlabError(
-                f"{run_dir} was trained on {data_dir}, which is gone: pass --data DIR (a "
-                f"dataset prepared with `gptlab prepare --tokenizer-file "
-                f"{Path(run_dir) / TOKENIZER_FILE} ...`)"
-            )
+            raise GptlabError(f"{run_dir} was trained on {data_dir}, which is gone: pass --data "
+                              f"DIR (a dataset prepared with `gptlab prepare --tokenizer-file "
+                              f"{run_tok} ...`)")
     data_dir = Path(data_dir)
     meta = load_meta(data_dir)
     data_tok = data_dir / meta.get("tokenizer_file", TOKENIZER_FILE)
-    if not data_tok.is_file() or not same_tokenizer(data_tok, Path(run_dir) / TOKENIZER_FILE):
+    if not data_tok.is_file() or not same_tokenizer(data_tok, run_tok):
         raise GptlabError(
             f"{data_dir} was tokenized with another tokenizer than {run_dir} "
             f"({meta.get('tokenizer')}, vocab {meta.get('vocab_size')}): prepare it with the "
-            f"run's tokenizer, `gptlab prepare --tokenizer-file {Path(run_dir) / TOKENIZER_FILE}`"
+            f"run's tokenizer, `gptlab prepare --tokenizer-file {run_tok}`"
         )
     tokens = load_split(data_dir, split)
     loss, count = evaluate_tokens(run.model, tokens, batch_size, device, max_batches)

@@ -61,12 +61,9 @@ def param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
 def configure_optimizer(
     model: torch.nn.Module, config: TrainConfig, device_type: str = "cpu"
 ) -> torch.optim.Optimizer | MuonAdamW:
-    """The optimizer `config.optimizer` names, over `param_groups(model, config)`.
-
-    "adamw": AdamW; the fused kernel on CUDA and CPU (on CPU torch's default is a loop over
-    the parameters, several times slower: docs/benchmarks.md, "Model").
-    "muon": `MuonAdamW` (see there).
-    """
+    """The optimizer `config.optimizer` names, over `param_groups(model, config)`: AdamW
+    (the fused kernel on CUDA and CPU, where torch's default loops over the parameters:
+    docs/benchmarks.md, "Model"), or `MuonAdamW`."""
     groups = param_groups(model, config)
     if config.optimizer == "muon":
         return MuonAdamW(model, groups, config, device_type)
@@ -83,7 +80,12 @@ def _adamw(groups: list[dict], config: TrainConfig, device_type: str) -> torch.o
 def muon_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters Muon trains: the weight matrices of the linear layers inside the
     transformer blocks. Embeddings, the output head (tied or not), biases and norm gains
-    stay with AdamW, as Muon's authors advise."""
+    stay with AdamW, as Muon's authors advise.
+
+    Muon orthogonalises each of these matrices on its own, so with `attention="reference"`
+    (separate key, query and value Linears in every head) it orthogonalises per head, while a
+    fused model's one c_attn matrix is orthogonalised whole; AdamW is the same for both.
+    """
     blocks = getattr(getattr(model, "transformer", None), "h", None)
     if blocks is None:
         return []
@@ -109,9 +111,8 @@ def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], ste
 class Float32Muon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Optimizer):
     """`torch.optim.Muon` with its Newton-Schulz iterations in float32, for CPUs.
 
-    torch runs them in bfloat16, which CPUs without bf16 instructions emulate, many times
-    slower than float32; where bf16 is native, float32 costs a little more and gives the
-    same result on every CPU (benchmarks/bench_optim.py; figures in docs/benchmarks.md). Same
+    torch runs them in bfloat16, which CPUs without bf16 instructions emulate slowly; float32
+    gives the same result on every CPU (benchmarks/bench_optim.py, docs/benchmarks.md). Same
     update rule, hyperparameters and state ("momentum_buffer") as torch's, so checkpoints
     move between the two.
     """
@@ -149,18 +150,18 @@ def _muon_lr_ratio(adjust_lr_fn: str | None, shape: torch.Size) -> float:
 
 
 class MuonAdamW:
-    """Muon (`torch.optim.Muon`) on the blocks' weight matrices, AdamW on everything else.
+    """Muon (`torch.optim.Muon`) on `muon_matrices(model)`, AdamW on everything else.
 
     Muon (Jordan et al. 2024) replaces each matrix's momentum update by its nearest
     semi-orthogonal matrix (a few Newton-Schulz iterations), which trains small GPTs in
-    markedly fewer steps than AdamW (docs/benchmarks.md, Speedrun). Its step sizes are
-    scaled per matrix to match AdamW's update size (`adjust_lr_fn="match_rms_adamw"`, Liu et
-    al. 2025, "Muon is scalable for LLM training"), so one `learning_rate` schedule and one
+    fewer steps than AdamW (docs/benchmarks.md, Speedrun). Its step sizes are scaled per
+    matrix to match AdamW's update size (`adjust_lr_fn="match_rms_adamw"`, Liu et al. 2025,
+    "Muon is scalable for LLM training"), so one `learning_rate` schedule and one
     `weight_decay` serve both halves. Muon keeps its default momentum (0.95, Nesterov).
-    Off CUDA the matrices go to `Float32Muon` (the same optimizer, Newton-Schulz in float32).
+    Off CUDA the matrices go to `Float32Muon`.
 
-    It behaves as one optimizer for the trainer: `param_groups` lists AdamW's groups then
-    Muon's (the schedule sets every group's "lr"), and the state dict holds both.
+    To the trainer it is one optimizer: `param_groups` lists AdamW's groups then Muon's
+    (the schedule sets every group's "lr"), and the state dict holds both.
     """
 
     def __init__(self, model: torch.nn.Module, groups: list[dict], config: TrainConfig,

@@ -11,15 +11,8 @@ from gptlab.train.evaluate import read_metrics
 
 
 def plot_run(run_dir: Path, out_path: Path | None = None) -> Path:
-    """Write a PNG with two panels (loss vs steps, loss vs tokens) for a run's metrics.
-
-    Args:
-        run_dir: a run folder with metrics.jsonl.
-        out_path: where to write (default RUN_DIR/loss.png).
-
-    Returns:
-        The PNG's path.
-    """
+    """Write a PNG with two panels (loss vs steps, loss vs tokens) of a run's metrics.jsonl
+    to `out_path` (default RUN_DIR/loss.png), and return its path."""
     run_dir = Path(run_dir)
     metrics_path = run_dir / METRICS_FILE
     if not metrics_path.is_file():

@@ -22,18 +22,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gptlab import checkpoint as ckpt
+from gptlab import runtime
 from gptlab.data import RandomBatches
 from gptlab.errors import GptlabError
+from gptlab.files import write_json
 from gptlab.model import GPT, ModelConfig
-from gptlab.runtime import (
-    autocast_factory,
-    enable_tf32,
-    resolve_device,
-    resolve_dtype,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
 from gptlab.tokenizers import Tokenizer, same_tokenizer
 from gptlab.train import distributed as dist_util
 from gptlab.train.config import TrainConfig
@@ -71,9 +64,8 @@ class Trainer:
     """Train a GPT into a run folder.
 
     Args:
-        run_dir: the run folder (created; must be new or empty unless `resume`).
+        run_dir: created; must be new or empty unless `resume`.
         model_settings: ModelConfig fields (vocab_size comes from the dataset).
-        config: the TrainConfig.
         resume: continue from RUN_DIR's latest checkpoint (config already merged by caller).
         progress: show a tqdm bar on stderr (rank 0 only).
     """
@@ -91,12 +83,12 @@ class Trainer:
         self.resume = resume
         self.progress = progress
         self.stop_requested = False
-        self.dist, self.device = dist_util.setup(resolve_device(config.device))
+        self.dist, self.device = dist_util.setup(runtime.resolve_device(config.device))
         self.micro_steps = dist_util.micro_steps_per_rank(
             config.gradient_accumulation_steps, self.dist)
-        self.ptdtype = resolve_dtype(config.dtype, self.device)
-        self.autocast = autocast_factory(self.device, self.ptdtype)
-        enable_tf32(self.device)
+        self.ptdtype = runtime.resolve_dtype(config.dtype, self.device)
+        self.autocast = runtime.autocast_factory(self.device, self.ptdtype)
+        runtime.enable_tf32(self.device)
         if not resume and self.dist.is_main:
             self._check_new_run_dir()
         self.data = load_training_data(config, self.run_dir, self.dist)
@@ -108,7 +100,9 @@ class Trainer:
         if resume:
             self._restore()
         elif self.dist.is_main:
-            self._write_run_files()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._write_config()
+            ckpt.write_tokenizer(self.run_dir, self.data.tokenizer_path)
         self._wrap_model()
 
     # ------------------------------------------------------------------ setup
@@ -136,32 +130,24 @@ class Trainer:
                 log.info("init_from %s: keeping its model shape (ignoring %s)",
                          self.config.init_from, ", ".join(ignored))
             settings = {**base, "dropout": settings.get("dropout", base.get("dropout", 0.0))}
-        data_vocab = int(self.data.meta["vocab_size"])
-        if settings.get("vocab_size") is None or self.config.init_from == "scratch" and \
-                settings["vocab_size"] < data_vocab:
-            if settings.get("vocab_size") is not None:
-                log.info("vocab_size %d is below the dataset's %d tokens: using %d",
-                         settings["vocab_size"], data_vocab, data_vocab)
+        data_vocab, vocab = int(self.data.meta["vocab_size"]), settings.get("vocab_size")
+        if vocab is not None and vocab < data_vocab:
+            if self.config.init_from != "scratch":
+                raise GptlabError(
+                    f"the dataset's tokenizer has {data_vocab} tokens but --init-from "
+                    f"{self.config.init_from} has vocab_size {vocab}: prepare the data with "
+                    "the run's tokenizer"
+                )
+            log.info("vocab_size %d is below the dataset's %d tokens: using %d",
+                     vocab, data_vocab, data_vocab)
+        if vocab is None or vocab < data_vocab:
             settings["vocab_size"] = data_vocab
-        if settings["vocab_size"] < data_vocab:
-            raise GptlabError(
-                f"the dataset's tokenizer has {data_vocab} tokens but --init-from "
-                f"{self.config.init_from} has vocab_size {settings['vocab_size']}: prepare the "
-                "data with the run's tokenizer"
-            )
         return settings
 
     def _setup_model(self, settings: dict[str, Any]) -> None:
-        settings = self._model_settings(settings)
-        try:
-            model_config = ModelConfig.from_dict(settings)
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, GptlabError):
-                raise
-            raise GptlabError(f"invalid model settings: {exc}") from None
-        seed_everything(self.config.seed)
-        self.model_config = model_config
-        self.model = GPT(model_config)
+        self.model_config = ModelConfig.from_dict(self._model_settings(settings))
+        runtime.seed_everything(self.config.seed)
+        self.model = GPT(self.model_config)
         if self.config.init_from != "scratch":
             self._load_init_weights()
         self.model.to(self.device)
@@ -196,14 +182,9 @@ class Trainer:
             ids = [int(self.device.split(":")[1])] if self.device.startswith("cuda") else None
             self.model = DistributedDataParallel(self.model, device_ids=ids)
 
-    def _write_run_files(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        ckpt.write_tokenizer(self.run_dir, self.data.tokenizer_path)
-
     def _write_config(self) -> None:
         doc = ckpt.run_config_dict(self.model_config, self.config.to_dict(), self.data.facts)
-        ckpt.write_json(self.run_dir / ckpt.CONFIG_FILE, doc)
+        write_json(self.run_dir / ckpt.CONFIG_FILE, doc)
 
     def _restore(self) -> None:
         tok_path = self.run_dir / ckpt.TOKENIZER_FILE
@@ -215,7 +196,7 @@ class Trainer:
         state = ckpt.load_checkpoint(self.run_dir, self.model, self.optimizer, self.device)
         self.step = state["step"]
         self.best_val_loss = state.get("best_val_loss")
-        set_rng_state(state["rng"])
+        runtime.set_rng_state(state["rng"])
         samplers = state["sampler"]
         if len(samplers) == self.dist.world_size:
             self.train_batches.load_state_dict(samplers[self.dist.rank])
@@ -228,22 +209,14 @@ class Trainer:
                 self._write_config()
         log.info("resumed %s at step %d", self.run_dir, self.step)
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def _trainer_state(self) -> dict[str, Any]:
-        samplers = dist_util.gather_objects(self.train_batches.state_dict(), self.dist)
-        return {
-            "step": self.step,
-            "best_val_loss": self.best_val_loss,
-            "rng": rng_state(),
-            "sampler": samplers,
-            "world_size": self.dist.world_size,
-        }
-
     def save(self, is_best: bool = False) -> None:
         """Write a resumable checkpoint for the current step (rank 0 writes)."""
-        state = self._trainer_state()  # collective: every rank takes part
+        # every rank takes part in the gather; rank 0 writes
+        samplers = dist_util.gather_objects(self.train_batches.state_dict(), self.dist)
         if self.dist.is_main:
+            state = {"step": self.step, "best_val_loss": self.best_val_loss,
+                     "rng": runtime.rng_state(), "sampler": samplers,
+                     "world_size": self.dist.world_size}
             ckpt.save_checkpoint(self.run_dir, self.raw_model, self.optimizer, state,
                                  keep_last=self.config.keep_last, is_best=is_best)
         self._saved_step = self.step
@@ -330,8 +303,7 @@ class Trainer:
         return is_best
 
     def _should_stop(self) -> bool:
-        return dist_util.all_ranks_any(self.stop_requested, self.dist, self.device) \
-            if self.dist.enabled else self.stop_requested
+        return dist_util.all_ranks_any(self.stop_requested, self.dist, self.device)
 
     def evaluate(self) -> dict[str, float]:
         """estimate_loss on train and val, averaged over ranks, plus ppl / bpc / bpb."""
@@ -408,10 +380,8 @@ class _ProgressBar:
 
 
 class _StopOnSignal:
-    """While active, SIGINT/SIGTERM ask the trainer to save and stop after the current step.
-
-    A second SIGINT interrupts at once (KeyboardInterrupt).
-    """
+    """While active, SIGINT/SIGTERM ask the trainer to save and stop after the current step;
+    a second SIGINT interrupts at once (KeyboardInterrupt)."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
