@@ -43,8 +43,8 @@ def test_the_command_table_is_what_help_lists_in_order(capsys):
     listed = [line.split()[0] for line in parser.format_help().splitlines()
               if line.startswith("    ") and line.split()]
     assert listed == list(COMMANDS) == [
-        "prepare", "corpus", "stats", "train", "sample", "eval", "plot", "import", "export",
-        "serve",
+        "prepare", "corpus", "stats", "tokenize", "train", "sample", "eval", "plot", "inspect",
+        "import", "export", "serve",
     ]
     capsys.readouterr()
     for name in COMMANDS:  # every subcommand's --help works and shows its usage

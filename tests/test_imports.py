@@ -25,7 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),  # `python -m gptlab` runs the CLI
     ("cli",),  # the parser and one module per subcommand
     ("train", "serve", "interop"),
-    ("data", "generate", "checkpoint", "inspect"),
+    ("inspect",),  # the seeds' views over model, data and tokenizers; serve shows them
+    ("data", "generate", "checkpoint"),
     ("runtime",),  # device, dtype and RNG: used by train, serve and the cli
     ("model", "tokenizers", "text"),
     ("files", "checks", PACKAGE),  # PACKAGE: gptlab/__init__.py (__version__)

@@ -4,21 +4,28 @@ not installed (`apt-get install chromium chromium-driver`; .ci/run does that).""
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from test_serve_engine import CharEngine
 
+from gptlab.checkpoint import write_run
+from gptlab.model import GPT, ModelConfig
 from gptlab.serve.app import ServerSettings, create_app
-from gptlab.serve.engine import SamplingParams
+from gptlab.serve.engine import ModelEngine, SamplingParams
 from gptlab.serve.server import serve_in_thread
+from gptlab.tokenizers import CharTokenizer
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: "
                                 "pip install -e '.[test]'")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM_FLAGS = [
@@ -114,3 +121,75 @@ def test_stop_ends_the_stream_and_frees_the_server(browser):
     assert "stopped" in browser.find_element(By.ID, "stats").text
     assert browser.find_element(By.ID, "generate").get_attribute("disabled") is None
     assert 3 <= len(shown) < 1000
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tmp_path_factory, tiny_text):
+    """A served run: 2 layers, 2 heads, 16 channels, block 16, random weights (seeded)."""
+    tokenizer = CharTokenizer.from_text(tiny_text)
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2,
+                         n_embd=16)
+    run_dir = write_run(tmp_path_factory.mktemp("runs") / "tiny-char", GPT(config), tokenizer)
+    return ModelEngine.from_run_dir(run_dir)
+
+
+def canvas_colours(driver, canvas_id: str) -> int:
+    """How many distinct colours the canvas holds (1: blank)."""
+    return driver.execute_script(
+        "const c = document.getElementById(arguments[0]);"
+        "const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "const seen = new Set();"
+        "for (let i = 0; i < px.length; i += 4) seen.add(px[i] << 16 | px[i + 1] << 8 | px[i + 2]);"
+        "return seen.size;", canvas_id)
+
+
+def chip_weights(driver) -> list[str]:
+    return [c.get_attribute("data-weight") for c in driver.find_elements(By.CSS_SELECTOR, ".chip")]
+
+
+def test_inspect_tab_shows_chips_alternatives_and_attention(browser, tiny_engine):
+    image = pytest.importorskip("PIL.Image", reason="Pillow (a matplotlib dependency) is needed")
+    text = "First Citizen"
+    with serve_in_thread(create_app(tiny_engine)) as url:
+        browser.set_window_size(1200, 1000)
+        browser.get(url + "/")
+        browser.find_element(By.ID, "tab-inspect").click()
+        assert browser.find_element(By.ID, "page-complete").is_displayed() is False
+        set_field(browser, "inspect-text", text)
+        WebDriverWait(browser, 10).until(
+            lambda d: d.find_element(By.ID, "inspect-status").get_attribute("data-state") == "done")
+        chips = browser.find_elements(By.CSS_SELECTOR, "#chips .chip")
+        assert len(chips) == len(text)
+        assert [c.get_attribute("data-id") for c in chips] == [
+            str(i) for i in tiny_engine.tokenizer.encode(text)]
+
+        ActionChains(browser).move_to_element(chips[3]).perform()
+        tooltip = browser.find_element(By.ID, "tooltip")
+        WebDriverWait(browser, 5).until(lambda d: tooltip.is_displayed())
+        assert "top guesses" in tooltip.text
+        assert f"id {chips[3].get_attribute('data-id')}" in tooltip.text
+        assert len(tooltip.text.splitlines()) == 3 + 5  # header, p, title, k=5 alternatives
+
+        assert all(w in (None, "") for w in chip_weights(browser))
+        chips[6].click()
+        row = browser.find_element(By.ID, "attn-row")
+        WebDriverWait(browser, 5).until(lambda d: row.get_attribute("data-query") == "6")
+        first = chip_weights(browser)
+        assert all(first[j] for j in range(7)) and float(first[6]) > 0
+        assert sum(float(w) for w in first) == pytest.approx(1, abs=2e-3)
+        assert "query" in chips[6].get_attribute("class")
+        assert "future" in chips[9].get_attribute("class")
+        assert canvas_colours(browser, "attn-map") > 1
+        assert canvas_colours(browser, "attn-1-1") > 1
+
+        Select(browser.find_element(By.ID, "layer")).select_by_value("1")
+        Select(browser.find_element(By.ID, "head")).select_by_value("1")
+        assert (row.get_attribute("data-layer"), row.get_attribute("data-head")) == ("1", "1")
+        assert chip_weights(browser) != first
+        assert "chosen" in browser.find_element(By.ID, "attn-1-1").get_attribute("class")
+
+        png = browser.get_screenshot_as_png()
+    shot = image.open(io.BytesIO(png)).convert("RGB")
+    colours = shot.getcolors(maxcolors=1 << 20)
+    assert shot.size[0] > 100 and colours is not None and len(colours) > 10

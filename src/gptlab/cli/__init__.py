@@ -18,7 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from gptlab import __version__
-from gptlab.cli import corpus, export, import_, plot, prepare, sample, serve, stats, train
+from gptlab.cli import (
+    corpus,
+    export,
+    import_,
+    inspect,
+    plot,
+    prepare,
+    sample,
+    serve,
+    stats,
+    tokenize,
+    train,
+)
 from gptlab.cli import eval as eval_  # as: not to shadow the builtin eval
 from gptlab.errors import GptlabError
 
@@ -28,10 +40,12 @@ COMMANDS: dict[str, Callable[[Any], None]] = {
     "prepare": prepare.add_parser,
     "corpus": corpus.add_parser,
     "stats": stats.add_parser,
+    "tokenize": tokenize.add_parser,
     "train": train.add_parser,
     "sample": sample.add_parser,
     "eval": eval_.add_parser,
     "plot": plot.add_parser,
+    "inspect": inspect.add_parser,
     "import": import_.add_parser,
     "export": export.add_parser,
     "serve": serve.add_parser,

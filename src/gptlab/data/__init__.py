@@ -3,7 +3,8 @@
 Public names:
 - `prepare(inputs, out, tokenizer=...)` → dataset folder (train.bin, val.bin, meta.json,
   tokenizer.json); `load_meta(data_dir)`, `load_split(data_dir, "train" | "val")`.
-- `RandomBatches` (the seed's `get_batch`), `SlidingWindowDataset`, `create_dataloader`.
+- `RandomBatches` (the seed's `get_batch`), `SlidingWindowDataset`, `sliding_windows`,
+  `create_dataloader`.
 - Named corpora: `fetch_corpus`, `add_corpus`, `list_corpora`, `cache_dir`, `NAMED_CORPORA`.
 """
 
@@ -21,9 +22,14 @@ from gptlab.data.dataset import load_meta, load_split, token_dtype
 from gptlab.data.prepare import prepare
 
 if TYPE_CHECKING:
-    from gptlab.data.batching import RandomBatches, SlidingWindowDataset, create_dataloader
+    from gptlab.data.batching import (
+        RandomBatches,
+        SlidingWindowDataset,
+        create_dataloader,
+        sliding_windows,
+    )
 
-_BATCHING = ("RandomBatches", "SlidingWindowDataset", "create_dataloader")
+_BATCHING = ("RandomBatches", "SlidingWindowDataset", "create_dataloader", "sliding_windows")
 
 
 def __getattr__(name: str):
@@ -48,5 +54,6 @@ __all__ = [
     "load_split",
     "prepare",
     "resolve_sources",
+    "sliding_windows",
     "token_dtype",
 ]

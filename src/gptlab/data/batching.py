@@ -143,6 +143,24 @@ class SlidingWindowDataset(Dataset):
         return window[:-1], window[1:]
 
 
+def sliding_windows(
+    text_or_ids: str | TokenIds, max_length: int, stride: int, tokenizer: Any = None
+) -> SlidingWindowDataset:
+    """Seed 002's windows over a text (encoded with `tokenizer`, GPT-2 BPE by default) or
+    over token ids; too few tokens for one window is an error."""
+    if isinstance(text_or_ids, str):
+        ids: TokenIds = (tokenizer or GPT2Tokenizer()).encode(text_or_ids)
+    else:
+        ids = text_or_ids
+    dataset = SlidingWindowDataset(ids, max_length, stride)
+    if len(dataset) == 0:
+        raise GptlabError(
+            f"{len(ids)} tokens are too few for one window of max_length {max_length} (it needs "
+            f"{max_length + 1}): use a smaller max_length or more text"
+        )
+    return dataset
+
+
 def create_dataloader(
     text_or_ids: str | TokenIds,
     tokenizer: TextEncoder | None = None,
@@ -165,18 +183,7 @@ def create_dataloader(
     Returns:
         A DataLoader yielding (inputs, targets), each int64 of shape (batch_size, max_length).
     """
-    if isinstance(text_or_ids, str):
-        if tokenizer is None:
-            tokenizer = GPT2Tokenizer()
-        ids: TokenIds = tokenizer.encode(text_or_ids)
-    else:
-        ids = text_or_ids
-    dataset = SlidingWindowDataset(ids, max_length, stride)
-    if len(dataset) == 0:
-        raise GptlabError(
-            f"{len(ids)} tokens are too few for one window of max_length {max_length} (it needs "
-            f"{max_length + 1}): use a smaller max_length or more text"
-        )
+    dataset = sliding_windows(text_or_ids, max_length, stride, tokenizer)
     if drop_last and len(dataset) < batch_size:
         raise GptlabError(
             f"the text gives {len(dataset)} windows, fewer than batch_size {batch_size}, so "

@@ -12,8 +12,6 @@ the job's cancel flag, which the worker checks before every token.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import queue
@@ -27,7 +25,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -35,6 +33,9 @@ from starlette.types import Receive, Scope, Send
 from gptlab.errors import GptlabError
 from gptlab.generate import SEED_LIMIT
 from gptlab.serve.engine import Completion, Engine
+from gptlab.serve.guards import RETRY_AFTER_S as RETRY_AFTER_S  # the name app.py had
+from gptlab.serve.guards import Slots, busy_error, check_auth, check_model, read_body
+from gptlab.serve.inspect import inspect_endpoint
 from gptlab.serve.protocol import (
     ApiError,
     CompletionRequest,
@@ -50,7 +51,6 @@ from gptlab.serve.protocol import (
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB
-RETRY_AFTER_S = 1
 
 
 @dataclass
@@ -70,27 +70,6 @@ class ServerSettings:
     max_concurrency: int = 4
     max_body_bytes: int = MAX_BODY_BYTES
     drain_s: float = 10.0
-
-
-class Slots:
-    """A non-blocking counting limiter, released from worker threads."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.used = 0
-        self._lock = threading.Lock()
-
-    def try_acquire(self) -> bool:
-        with self._lock:
-            if self.used >= self.size:
-                return False
-            self.used += 1
-            return True
-
-    def release(self) -> None:
-        with self._lock:
-            assert self.used > 0
-            self.used -= 1
 
 
 class Job:
@@ -217,43 +196,6 @@ def _state(request: Request) -> ServerState:
     return request.app.state.gptlab
 
 
-def _check_auth(request: Request) -> None:
-    key = _state(request).settings.api_key
-    if key is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    # Digests first, so that not even the key's length leaks; compare_digest takes the same
-    # time wherever the two differ.
-    given_digest = hashlib.sha256(given.strip().encode()).digest()
-    key_digest = hashlib.sha256(key.encode()).digest()
-    if not (hmac.compare_digest(given_digest, key_digest) and scheme.lower() == "bearer"):
-        raise ApiError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
-                       "authentication_error", code="invalid_api_key")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` bytes before reading it."""
-    too_large = ApiError(413, f"request body is larger than {limit} bytes",
-                         code="request_too_large")
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise ApiError(400, f"bad Content-Length header: {length!r}")
-        if int(length) > limit:
-            raise too_large
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "the client disconnected while sending the request") from None
-    return b"".join(chunks)
-
-
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -273,22 +215,15 @@ def _model_card(state: ServerState) -> dict[str, Any]:
 
 
 async def list_models(request: Request) -> Response:
-    _check_auth(request)
+    check_auth(request)
     return JSONResponse({"object": "list", "data": [_model_card(_state(request))]})
 
 
 async def get_model(request: Request) -> Response:
-    _check_auth(request)
+    check_auth(request)
     state = _state(request)
-    _check_model(state.engine, request.path_params["model"])
+    check_model(state.engine, request.path_params["model"])
     return JSONResponse(_model_card(state))
-
-
-def _check_model(engine: Engine, model: str | None) -> None:
-    if model is not None and model != engine.model_id:
-        raise ApiError(404, f"model {model!r} does not exist: this server has "
-                       f"{engine.model_id!r} (see /v1/models)", param="model",
-                       code="model_not_found")
 
 
 async def playground(request: Request) -> Response:
@@ -298,16 +233,14 @@ async def playground(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     state = _state(request)
-    _check_auth(request)
-    raw = await _read_body(request, state.settings.max_body_bytes)
+    check_auth(request)
+    raw = await read_body(request, state.settings.max_body_bytes)
     req = parse_completion_request(parse_json_body(raw), state.settings.max_tokens_limit)
-    _check_model(state.engine, req.model)
+    check_model(state.engine, req.model)
     if state.shutting_down:
         raise ApiError(503, "the server is shutting down", "server_error")
     if not state.slots.try_acquire():
-        raise ApiError(429, f"server busy: {state.settings.max_concurrency} completions are "
-                       "running; retry shortly", "rate_limit_error",
-                       code="too_many_requests", headers={"Retry-After": str(RETRY_AFTER_S)})
+        raise busy_error(state.settings.max_concurrency)
     try:
         job = await _start_job(state, req)
     except BaseException:
@@ -477,6 +410,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> Starle
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/inspect", inspect_endpoint, methods=["POST"]),
     ]
     handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected_error}
     app = Starlette(routes=routes, exception_handlers=handlers)
