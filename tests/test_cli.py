@@ -44,7 +44,7 @@ def test_the_command_table_is_what_help_lists_in_order(capsys):
               if line.startswith("    ") and line.split()]
     assert listed == list(COMMANDS) == [
         "prepare", "corpus", "stats", "tokenize", "train", "sample", "eval", "plot", "inspect",
-        "import", "export", "serve",
+        "import", "export", "serve", "verify",
     ]
     capsys.readouterr()
     for name in COMMANDS:  # every subcommand's --help works and shows its usage
@@ -53,3 +53,22 @@ def test_the_command_table_is_what_help_lists_in_order(capsys):
         except SystemExit as exc:
             assert exc.code == 0, name
         assert f"usage: gptlab {name}" in capsys.readouterr().out
+
+
+def test_an_unknown_flag_suggests_the_closest_option(capsys):
+    import pytest
+
+    cases = [
+        (["train", "--n-layers", "2"], "gptlab train: error: unrecognized arguments: --n-layers "
+         "2 (did you mean --n-layer?)"),
+        (["train", "--n_layers=2", "--n-embdd", "8"], "(--n_layers: did you mean --n-layer?; "
+         "--n-embdd: did you mean --n-embd?)"),
+        (["import", "hf", "x", "--out", "y", "--outt", "z"], "gptlab import hf: error: "
+         "unrecognized arguments: --outt z (did you mean --out?)"),
+        (["train", "--zzz"], "gptlab train: error: unrecognized arguments: --zzz\n"),
+    ]
+    for argv, expected in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert expected in capsys.readouterr().err, argv

@@ -24,11 +24,12 @@ PACKAGE = "gptlab"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),  # `python -m gptlab` runs the CLI
     ("cli",),  # the parser and one module per subcommand
-    ("train", "serve", "interop"),
+    ("train", "serve", "interop", "verify"),  # verify: whole folders, for `gptlab verify`
     ("inspect",),  # the seeds' views over model, data and tokenizers; serve shows them
     ("data", "generate", "checkpoint"),
     ("runtime",),  # device, dtype and RNG: used by train, serve and the cli
     ("model", "tokenizers", "text"),
+    ("integrity",),  # checksums: on files, below every reader and writer of trusted files
     ("files", "checks", PACKAGE),  # PACKAGE: gptlab/__init__.py (__version__)
     ("errors",),
 )

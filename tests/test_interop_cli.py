@@ -129,3 +129,15 @@ def test_import_nanogpt_missing_checkpoint(tmp_path, capsys):
     err = _fails(capsys, ["import", "nanogpt", str(tmp_path / "ckpt.pt"), "--out",
                           str(tmp_path / "run")])
     assert "ckpt.pt does not exist; pass nanoGPT's out_dir/ckpt.pt" in err
+
+
+def test_import_nanogpt_of_a_folder_says_what_it_lacks(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _fails(capsys, ["import", "nanogpt", str(tmp_path), "--out", str(out)])
+    assert err == (f"error: {tmp_path} is a folder without a ckpt.pt: pass the ckpt.pt that "
+                   "nanoGPT's train.py wrote in its out_dir\n")
+    nanogpt_checkpoint(tmp_path / "ckpt.pt")
+    err = _fails(capsys, ["import", "nanogpt", str(tmp_path), "--out", str(out)])
+    assert err == (f"error: {tmp_path} is nanoGPT's out_dir: pass the checkpoint in it, "
+                   f"{tmp_path / 'ckpt.pt'}\n")
+    assert not out.exists()

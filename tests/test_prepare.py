@@ -563,3 +563,20 @@ def test_cli_choices_come_from_the_literals(capsys):
     out = capsys.readouterr().out
     assert "{" + ",".join(get_args(TokenizerKind)) + "}" in out
     assert "{" + ",".join(get_args(TextErrors)) + "}" in out
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_a_utf8_byte_order_mark_is_not_text(kind, tmp_path, tiny_text, small_blocks):
+    """A BOM-prefixed file (as Windows editors save) gives the very dataset of the same file
+    without one; meta.json counts the files whose BOM was dropped."""
+    opts = dict(tokenizer=kind, vocab_size=300 if kind == "bpe" else None)
+    (tmp_path / "plain.txt").write_text(tiny_text, encoding="utf-8")
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + tiny_text.encode("utf-8"))
+    plain = prepare(tmp_path / "plain.txt", tmp_path / "plain", **opts)
+    bom = prepare(tmp_path / "bom.txt", tmp_path / "bom", **opts)
+    assert (plain["bom_stripped"], bom["bom_stripped"]) == (0, 1)
+    assert bom["source_sha256"] != plain["source_sha256"]  # the hash is of the file's bytes
+    for name in ("train.bin", "val.bin", "tokenizer.json"):
+        assert (tmp_path / "bom" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+    if kind == "char":
+        assert "\ufeff" not in load_tokenizer(tmp_path / "bom" / "tokenizer.json").chars

@@ -438,3 +438,21 @@ def test_building_from_a_non_utf8_or_missing_file_is_one_error(tmp_path, kind):
     with pytest.raises(GptlabError, match="nope.txt does not exist"):
         build_tokenizer(kind, files=[tmp_path / "nope.txt"],
                         vocab_size=300 if kind == "bpe" else None)
+
+
+def test_read_text_file_drops_a_leading_byte_order_mark(tmp_path):
+    from gptlab.tokenizers.base import read_text_file, starts_with_bom
+
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbfhello\n\xef\xbb\xbf")  # only the first one is a BOM
+    assert read_text_file(path) == "hello\n\ufeff"
+    assert starts_with_bom(path) and not starts_with_bom(tmp_path / "missing.txt")
+
+
+def test_save_to_a_folder_names_it_and_the_fix(tmp_path):
+    tok = build_tokenizer("char", text="abc")
+    with pytest.raises(GptlabError) as info:
+        tok.save(tmp_path)
+    assert str(info.value) == (f"cannot save the tokenizer to {tmp_path}: it is a folder; "
+                               f"pass a file path, e.g. {tmp_path / 'tokenizer.json'}")
+    assert list(tmp_path.iterdir()) == []

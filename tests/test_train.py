@@ -201,10 +201,13 @@ def test_resume_with_another_tokenizer_is_refused(data_dir, tmp_path, capsys):
 
 
 def test_corrupt_latest_checkpoint_gives_clear_error(data_dir, tmp_path, capsys):
+    """Every step folder damaged: no intact checkpoint to fall back to (one damaged folder
+    falls back to the one before it: tests/test_integrity.py)."""
     run = tmp_path / "run"
     assert _train(data_dir, run, "--max-iters", "2") == 0
-    path = ckpt.latest_checkpoint_dir(run) / "model.safetensors"
-    path.write_bytes(path.read_bytes()[:100])
+    for step_dir in ckpt.step_dirs(run):
+        path = step_dir / "model.safetensors"
+        path.write_bytes(path.read_bytes()[:100])
     capsys.readouterr()
     assert main(["train", "--out", str(run), "--resume", "--max-iters", "4"]) == 1
     err = capsys.readouterr().err

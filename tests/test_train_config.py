@@ -110,6 +110,18 @@ def test_invalid_toml_and_missing_file(tmp_path):
         load_config_file(tmp_path / "absent.toml")
 
 
+def test_config_folder_names_the_problem_and_the_fix(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config_file(tmp_path)
+    assert str(err.value) == (f"--config {tmp_path} is a folder: pass a TOML file of settings "
+                              "(lines such as `n_layer = 4`, flat or in [model] / [train] tables)")
+    (tmp_path / "config.json").write_text("{}")  # a run folder
+    with pytest.raises(ConfigError, match=f"--config {tmp_path} is a run folder, but --config "
+                       f"takes a TOML file of settings: continue that run with --out {tmp_path} "
+                       f"--resume, or start from its weights with --init-from {tmp_path}"):
+        load_config_file(tmp_path)
+
+
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset 'lecture-smal' \\(did you mean"):
         resolve_config("lecture-smal")

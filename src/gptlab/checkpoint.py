@@ -12,15 +12,24 @@ it):
       model.safetensors    latest weights
       best.safetensors     weights with the best validation loss so far
       metrics.jsonl        one JSON object per line (see gptlab.train.evaluate)
+      checksums.json       size and xxh3_128 checksum of tokenizer.json and the weights
       state/step-00000100/ one resumable checkpoint per kept step (the last K):
         model.safetensors    the weights at that step
         trainer.pt           optimizer state, step, RNG states (python, numpy, torch, cuda),
                              batch sampler state; read with torch.load(weights_only=True)
+        checksums.json       size and checksum of both
+      state/step-00000200.corrupt/  a step folder that failed verification, set aside by a
+                           resume that fell back to the one before (see `load_checkpoint`)
 
 Every file is written atomically (`gptlab.files.atomic_write`) and a step folder appears
 under its final name only once complete, so a process killed at any moment leaves the
 previous checkpoint intact. Loading never runs code from a file (`safe_torch_load`), and a
 foreign, corrupt or truncated file, or a tokenizer that does not fit, is a `GptlabError`.
+
+Every load checks the files it reads against their folder's checksums.json
+(`gptlab.integrity`): a file whose bytes changed since it was written is a
+`CorruptFileError` naming it and the way out; config.json and metrics.jsonl are not listed
+(gptlab rewrites them as a run goes on; config.json is validated whenever it is read).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -41,14 +51,20 @@ from gptlab import __version__
 from gptlab.checks import is_int
 from gptlab.errors import GptlabError
 from gptlab.files import (
-    atomic_copy,
     atomic_link_or_copy,
-    atomic_write,
     fsync_dir,
     read_json,
     safe_torch_load,
     set_normal_mode,
     write_json,
+)
+from gptlab.integrity import (
+    CorruptFileError,
+    Entry,
+    checked_write,
+    record_files,
+    verify_file,
+    write_manifest,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +81,8 @@ METRICS_FILE = "metrics.jsonl"
 STATE_DIR = "state"
 TRAINER_STATE_FILE = "trainer.pt"
 _STEP_PREFIX = "step-"
+CORRUPT_SUFFIX = ".corrupt"  # a step folder set aside by a resume that fell back
+SKIPPED_EVENT = "skipped_corrupt_checkpoint"  # its metrics.jsonl "event"
 
 Which = Literal["best", "latest"]
 WHICH_WEIGHTS: tuple[str, ...] = get_args(Which)
@@ -84,10 +102,18 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None):
-    """Write the model's weights to a safetensors file atomically (tied weights stored once)."""
+def save_weights(
+    path: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None,
+    record: bool = False,
+) -> Entry:
+    """Write the model's weights to a safetensors file atomically (tied weights stored once).
+
+    Returns its size and checksum (`gptlab.integrity.file_digest`); with `record` they also
+    go into the folder's checksums.json.
+    """
     meta = {"format": "pt", "gptlab_version": __version__, **(metadata or {})}
-    atomic_write(Path(path), lambda tmp: save_model(_unwrap(model), str(tmp), metadata=meta))
+    return checked_write(Path(path), lambda tmp: save_model(_unwrap(model), str(tmp),
+                                                            metadata=meta), record=record)
 
 
 def read_weights_metadata(path: Path) -> dict[str, str]:
@@ -105,13 +131,22 @@ def read_weights_metadata(path: Path) -> dict[str, str]:
         ) from None
 
 
-def load_weights(path: Path, model: torch.nn.Module, device: str | torch.device = "cpu"):
+_DAMAGED_FIX = ("it changed after gptlab wrote it (a bad disk, copy or transfer): use another "
+                "copy, or `gptlab verify` the folder to see what is intact")
+
+
+def load_weights(
+    path: Path, model: torch.nn.Module, device: str | torch.device = "cpu", fix: str = ""
+):
     """Load a safetensors file into `model` (strict: same parameter names and shapes).
 
-    A missing, corrupt or truncated file, or another model's weights, is a GptlabError.
+    A missing, corrupt or truncated file (checked against its folder's checksums.json when
+    listed there), or another model's weights, is a GptlabError; a `CorruptFileError`
+    ends with `fix`.
     """
     path = Path(path)
     read_weights_metadata(path)  # checks the header before touching the model
+    verify_file(path, fix or _DAMAGED_FIX)
     try:
         load_model(_unwrap(model), str(path), strict=True, device=str(device))
     except (SafetensorError, OSError) as exc:
@@ -127,7 +162,7 @@ def load_weights(path: Path, model: torch.nn.Module, device: str | torch.device 
 # ---------------------------------------------------------------------------- checkpoints
 
 
-def _step_dirs(run_dir: Path) -> list[Path]:
+def step_dirs(run_dir: Path) -> list[Path]:
     """Complete step folders under RUN_DIR/state, oldest first."""
     state = Path(run_dir) / STATE_DIR
     if not state.is_dir():
@@ -141,7 +176,7 @@ def _step_dirs(run_dir: Path) -> list[Path]:
 
 def latest_checkpoint_dir(run_dir: Path) -> Path | None:
     """The newest complete step folder of a run, or None when it has none."""
-    dirs = _step_dirs(run_dir)
+    dirs = step_dirs(run_dir)
     return dirs[-1] if dirs else None
 
 
@@ -173,11 +208,13 @@ def save_checkpoint(
     final = state_root / f"{_STEP_PREFIX}{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=state_root))
     try:
-        save_weights(tmp / LATEST_WEIGHTS, model, {"step": str(step)})
+        files = {LATEST_WEIGHTS: save_weights(tmp / LATEST_WEIGHTS, model, {"step": str(step)})}
         payload = dict(state)
         if optimizer is not None:
             payload["optimizer"] = optimizer.state_dict()
-        atomic_write(tmp / TRAINER_STATE_FILE, lambda p: torch.save(payload, p))
+        files[TRAINER_STATE_FILE] = checked_write(
+            tmp / TRAINER_STATE_FILE, lambda f: torch.save(payload, f), record=False, stream=True)
+        write_manifest(tmp, files)
         set_normal_mode(tmp, directory=True)
         if final.exists():  # re-saving the same step (e.g. interrupted right after a save)
             shutil.rmtree(final)
@@ -186,10 +223,13 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(state_root)
+    weights = files[LATEST_WEIGHTS]  # the run folder's copies are links to these bytes
+    record_files(run_dir, {LATEST_WEIGHTS: weights, **({BEST_WEIGHTS: weights} if is_best else {})},
+                 keep_previous=True)
     atomic_link_or_copy(final / LATEST_WEIGHTS, run_dir / LATEST_WEIGHTS)
     if is_best:
         atomic_link_or_copy(final / LATEST_WEIGHTS, run_dir / BEST_WEIGHTS)
-    for old in _step_dirs(run_dir)[:-keep_last]:
+    for old in step_dirs(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in state_root.glob(f".{_STEP_PREFIX}*.tmp"):  # left by a killed process
         shutil.rmtree(stale, ignore_errors=True)
@@ -202,26 +242,66 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     device: str | torch.device = "cpu",
+    on_skip: Callable[[Path, CorruptFileError], None] | None = None,
 ) -> dict[str, Any]:
-    """Restore the newest checkpoint of RUN_DIR into `model` (and `optimizer`).
+    """Restore the newest intact checkpoint of RUN_DIR into `model` (and `optimizer`).
 
-    Returns the trainer state saved with it ("step", RNG states, sampler state, ...),
-    without the optimizer entry. No checkpoint, or a corrupt, truncated or foreign one, is
-    a GptlabError.
+    A step folder whose files fail their checksums, are missing or cannot be read is
+    skipped with a one-line warning (and `on_skip(step_dir, error)`), and the one before it
+    is tried: keep_last >= 2 keeps one. Nothing is loaded into `model` or `optimizer`
+    before a folder's files are verified. Returns the trainer state saved with it ("step",
+    RNG states, sampler state, ...), without the optimizer entry.
+
+    Raises:
+        CorruptFileError: no step folder is intact.
+        GptlabError: no checkpoint at all, or one that does not fit this model or optimizer.
     """
-    step_dir = latest_checkpoint_dir(run_dir)
-    if step_dir is None:
+    found = step_dirs(run_dir)
+    if not found:
         raise GptlabError(
             f"{run_dir} has no checkpoint under {STATE_DIR}/ to resume from; "
             "start a new run without --resume"
         )
-    load_weights(step_dir / LATEST_WEIGHTS, model, device)
-    state_path = step_dir / TRAINER_STATE_FILE
-    if not state_path.is_file():
-        raise GptlabError(f"{state_path} is missing: the checkpoint is incomplete")
-    state = safe_torch_load(state_path, what="trainer state", map_location=device)
+    damaged: list[CorruptFileError] = []
+    for step_dir in reversed(found):
+        try:
+            return _load_step_dir(step_dir, model, optimizer, device)
+        except CorruptFileError as exc:
+            damaged.append(exc)
+            if step_dir != found[0]:
+                log.warning("%s: skipping %s, resuming from the checkpoint before it",
+                            exc, step_dir.name)
+            if on_skip is not None:
+                on_skip(step_dir, exc)
+    older = f" (the {len(damaged) - 1} older ones too)" if len(damaged) > 1 else ""
+    raise CorruptFileError(
+        f"{run_dir} has no intact checkpoint to resume from: {damaged[0]}{older}; start a new "
+        f"run without --resume (`gptlab verify {run_dir}` lists what is intact)",
+        damaged[0].path)
+
+
+def _load_step_dir(
+    step_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+    device: str | torch.device,
+) -> dict[str, Any]:
+    """Verify one step folder, then load it (see `load_checkpoint`)."""
+    weights, state_path = step_dir / LATEST_WEIGHTS, step_dir / TRAINER_STATE_FILE
+    for path in (weights, state_path):
+        if not path.is_file():
+            raise CorruptFileError(f"{path} is missing: the checkpoint is incomplete", path)
+    # An unreadable file is reported as what it is, before its checksum is looked at.
+    try:
+        read_weights_metadata(weights)
+    except GptlabError as exc:
+        raise CorruptFileError(str(exc), weights) from None
+    try:
+        state = safe_torch_load(state_path, what="trainer state", map_location=device)
+    except GptlabError as exc:
+        raise CorruptFileError(str(exc), state_path) from None
+    verify_file(state_path)  # the weights are verified by load_weights, before loading
     if not isinstance(state, dict) or not is_int(state.get("step")):
         raise GptlabError(f"{state_path} is not a gptlab trainer state (no 'step')")
+    load_weights(weights, model, device)
     opt_state = state.pop("optimizer", None)
     if optimizer is not None:
         if opt_state is None:
@@ -233,6 +313,35 @@ def load_checkpoint(
                 f"{state_path}: the optimizer state does not fit this model ({exc})"
             ) from None
     return state
+
+
+def set_aside_corrupt(
+    run_dir: Path, step_dir: Path, error: GptlabError, step: int
+) -> dict[str, Any]:
+    """Rename a step folder that `load_checkpoint` skipped to step-N.corrupt, out of the way
+    of later resumes and of keep_last's pruning; returns the metrics.jsonl line recording it:
+
+        {"kind": "event", "event": "skipped_corrupt_checkpoint", "step": 100 (resumed at),
+         "skipped_step": 200, "file": "state/step-00000200/model.safetensors",
+         "moved_to": "state/step-00000200.corrupt", "reason": "..."}
+    """
+    run_dir, step_dir = Path(run_dir), Path(step_dir)
+    target = step_dir.with_name(step_dir.name + CORRUPT_SUFFIX)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(step_dir, target)
+    file = getattr(error, "path", step_dir)
+    log.debug("set %s aside as %s", step_dir, target.name)
+    return {"kind": "event", "event": SKIPPED_EVENT, "step": int(step),
+            "skipped_step": int(step_dir.name[len(_STEP_PREFIX):]),
+            "file": _relative(file, run_dir), "moved_to": _relative(target, run_dir),
+            "reason": str(error)}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 # ---------------------------------------------------------------------------- run folders
@@ -265,14 +374,17 @@ def run_config_dict(
 
 
 def write_tokenizer(run_dir: Path, tokenizer: Tokenizer | str | os.PathLike[str]) -> None:
-    """Store the tokenizer as RUN_DIR/tokenizer.json (from a tokenizer object or a file)."""
+    """Store the tokenizer as RUN_DIR/tokenizer.json (from a tokenizer object or a file),
+    with its checksum in RUN_DIR/checksums.json."""
     dst = Path(run_dir) / TOKENIZER_FILE
     if isinstance(tokenizer, (str, os.PathLike)):
         src = Path(tokenizer)
-        if src.resolve() != dst.resolve():
-            atomic_copy(src, dst)
+        if src.resolve() == dst.resolve():
+            record_files(dst.parent, [dst.name], keep_previous=True)
+        else:
+            checked_write(dst, lambda tmp: shutil.copyfile(src, tmp))
     else:
-        atomic_write(dst, lambda tmp: tokenizer.save(tmp))
+        checked_write(dst, lambda tmp: tokenizer.save(tmp))
 
 
 def write_run(
@@ -285,7 +397,7 @@ def write_run(
     """Create (or refresh) a run folder from a model and a tokenizer, e.g. imported weights.
 
     Writes config.json, tokenizer.json, model.safetensors and best.safetensors (the same
-    weights), so `load_run`, `gptlab sample` and `gptlab eval` work on it.
+    weights) and their checksums, so `load_run`, `gptlab sample` and `gptlab eval` work on it.
 
     Args:
         model: a `gptlab.model.GPT` (its `.config` is saved).
@@ -298,7 +410,8 @@ def write_run(
     plain = _unwrap(model)
     write_json(run_dir / CONFIG_FILE, run_config_dict(plain.config, train_config, data))
     write_tokenizer(run_dir, tokenizer)
-    save_weights(run_dir / LATEST_WEIGHTS, plain)
+    weights = save_weights(run_dir / LATEST_WEIGHTS, plain, record=True)
+    record_files(run_dir, {BEST_WEIGHTS: weights}, keep_previous=True)
     atomic_link_or_copy(run_dir / LATEST_WEIGHTS, run_dir / BEST_WEIGHTS)
     return run_dir
 
@@ -339,7 +452,9 @@ def load_run(
     """Load a run folder's model (eval mode, on `device`), tokenizer and config.
 
     `which` is "best" (best.safetensors, falling back to the latest weights when the run
-    has no evaluation yet) or "latest" (model.safetensors).
+    has no evaluation yet) or "latest" (model.safetensors). The weights and tokenizer are
+    verified against RUN_DIR/checksums.json: a corrupt file is a `CorruptFileError` that
+    names the other weights (`--which`) as the way out.
     """
     from gptlab.tokenizers import load_tokenizer
 
@@ -351,11 +466,16 @@ def load_run(
     weights = run_dir / (BEST_WEIGHTS if which == "best" else LATEST_WEIGHTS)
     if which == "best" and not weights.exists():
         weights = run_dir / LATEST_WEIGHTS
-    load_weights(weights, model, device)
+    other = "latest" if weights.name == BEST_WEIGHTS else "best"
+    load_weights(weights, model, device, fix=(
+        f"load the {other} weights instead with --which {other} (`gptlab serve`: --checkpoint "
+        f"{other}); `gptlab verify {run_dir}` lists what is intact"))
     model.to(device).eval()
     tok_path = run_dir / TOKENIZER_FILE
     if not tok_path.is_file():
         raise GptlabError(f"{tok_path} not found: the run folder is incomplete")
+    verify_file(tok_path, "copy it again from the dataset the run was trained on (config.json "
+                "names its folder as data.dir)")
     tokenizer = load_tokenizer(tok_path)
     vocab_size = model.config.vocab_size
     if tokenizer.vocab_size > vocab_size:  # it would produce ids the model has no row for

@@ -30,8 +30,10 @@ from gptlab.cli import (
     stats,
     tokenize,
     train,
+    verify,
 )
 from gptlab.cli import eval as eval_  # as: not to shadow the builtin eval
+from gptlab.cli.options import ArgumentParser
 from gptlab.errors import GptlabError
 
 # Every subcommand, in `gptlab --help` order: its name → the function that adds its parser.
@@ -49,11 +51,12 @@ COMMANDS: dict[str, Callable[[Any], None]] = {
     "import": import_.add_parser,
     "export": export.add_parser,
     "serve": serve.add_parser,
+    "verify": verify.add_parser,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="gptlab",
         description="Train a small GPT language model from scratch on your own text, then use it.",
     )

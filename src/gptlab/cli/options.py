@@ -7,10 +7,55 @@ Each module defines `add_parser(subparsers) -> None`, which creates its subcomma
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose "unrecognized arguments" error names the closest option of
+    the (sub)command they were given to: `--n-layers` → "did you mean --n-layer?".
+
+    Subcommand parsers are of this class too (argparse makes them with the parent's class),
+    but argparse reports unknown options from the top-level `parse_args`, so that is where
+    the suggestion is made, against the innermost subcommand chosen.
+    """
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = _chosen_parser(self, parsed)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}"
+                         + suggest_options(extras, parser))
+        return parsed
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The innermost subcommand parser that `args` chose (`gptlab import hf` → hf's)."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+                   None)
+        name = getattr(args, sub.dest, None) if sub is not None else None
+        if name not in getattr(sub, "choices", {}):
+            return parser
+        parser = sub.choices[name]
+
+
+def suggest_options(words: list[str], parser: argparse.ArgumentParser) -> str:
+    """`" (did you mean --n-layer?)"` for `["--n-layers", "2"]`: the closest long option of
+    `parser` (dashed spelling) to each unknown option in `words`, named by the option when
+    there are several; "" when none is close."""
+    known = [o for o in parser._option_string_actions if o.startswith("--") and "_" not in o]
+    flags = [word.split("=", 1)[0] for word in words if word.startswith("--")]
+    hints = []
+    for flag in flags:
+        close = difflib.get_close_matches(flag.replace("_", "-"), known, n=1, cutoff=0.75)
+        if close:
+            hints.append(f"did you mean {close[0]}?" if len(flags) == 1
+                         else f"{flag}: did you mean {close[0]}?")
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import get_args
 
 from gptlab.cli.options import add_option, new_command
@@ -60,12 +61,25 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gptlab.data import prepare
+    from gptlab.files import write_errors
 
-    meta = prepare(
-        args.input, args.out, tokenizer=args.tokenizer, split=args.split,
-        vocab_size=args.vocab_size, clean=args.clean, errors=args.errors,
-        block_size=args.block_size, unk=args.unk, force=args.force, cache_dir=args.cache_dir,
-        progress=not args.no_progress, workers=args.workers, tokenizer_file=args.tokenizer_file,
-    )
+    out = Path(args.out).expanduser()
+    with write_errors(out, lambda: _intact_dataset(out)):
+        meta = prepare(
+            args.input, args.out, tokenizer=args.tokenizer, split=args.split,
+            vocab_size=args.vocab_size, clean=args.clean, errors=args.errors,
+            block_size=args.block_size, unk=args.unk, force=args.force,
+            cache_dir=args.cache_dir, progress=not args.no_progress, workers=args.workers,
+            tokenizer_file=args.tokenizer_file,
+        )
     print(json.dumps(meta, indent=2))
     return 0
+
+
+def _intact_dataset(out: Path) -> str:
+    """What a failed write leaves of `--out` (prepare builds aside and renames at the end)."""
+    from gptlab.data.dataset import META_FILE
+
+    if (out / META_FILE).is_file():
+        return f"the dataset already in {out} is unchanged"
+    return f"nothing was written to {out} (the partial build folder was removed)"

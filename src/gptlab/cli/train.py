@@ -125,7 +125,7 @@ def _remove_unfinished_run(run_dir: Path, keep_folder: bool) -> None:
     ...), so that the same command can simply be run again once the cause is fixed."""
     from gptlab import checkpoint as ckpt
 
-    if not run_dir.is_dir() or (run_dir / ckpt.STATE_DIR).exists() or any(
+    if not run_dir.is_dir() or ckpt.latest_checkpoint_dir(run_dir) is not None or any(
         run_dir.glob("*.safetensors")
     ):
         return

@@ -4,6 +4,9 @@
                         uint32), read with `np.memmap` without loading them into RAM
     tokenizer.json      the tokenizer that made the ids (`gptlab.tokenizers.load_tokenizer`)
     meta.json           what was prepared: token counts, dtype, source hash, options
+    checksums.json      size and xxh3_128 checksum of the four files above
+                        (`gptlab.integrity`), verified when `prepare` finds the dataset
+                        already there and when training or evaluation starts
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from typing import Any, Literal
 import numpy as np
 
 from gptlab.errors import GptlabError
+from gptlab.integrity import verify_file
 
 META_FILE = "meta.json"
 TOKENIZER_FILE = "tokenizer.json"
 Split = Literal["train", "val"]
 SPLIT_FILES: dict[Split, str] = {"train": "train.bin", "val": "val.bin"}
 FORMAT_VERSION = 1
+DATASET_FILES = (*SPLIT_FILES.values(), TOKENIZER_FILE, META_FILE)  # what checksums.json lists
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -72,14 +77,33 @@ def load_split(data_dir: str | os.PathLike, split: Split) -> np.memmap:
     return np.memmap(path, dtype=dtype, mode="r")
 
 
+def verify_dataset(
+    data_dir: str | os.PathLike, splits: tuple[Split, ...] = ("train", "val")
+) -> None:
+    """Check meta.json, tokenizer.json and the `splits`' token files against the folder's
+    checksums.json (every byte: hashing runs far faster than the disk, see
+    docs/benchmarks.md); files an older gptlab wrote without checksums pass unchecked.
+
+    Raises:
+        CorruptFileError: a file changed since `prepare` wrote it, naming it and the fix.
+    """
+    data_dir = Path(data_dir)
+    fix = (f"prepare the dataset again (`gptlab prepare ... --out {data_dir} --force`; a "
+           "dataset that `gptlab train` prepared itself is rebuilt by the same command)")
+    for name in (META_FILE, TOKENIZER_FILE, *(SPLIT_FILES[s] for s in splits)):
+        verify_file(data_dir / name, fix)
+
+
 def is_intact(data_dir: Path) -> bool:
-    """Whether a dataset folder's token files and tokenizer are all there, at full size."""
+    """Whether a dataset folder's token files and tokenizer are all there, at full size,
+    and match their checksums."""
     from gptlab.tokenizers import load_tokenizer
 
     try:
         load_tokenizer(data_dir / TOKENIZER_FILE)
         for split in SPLIT_FILES:
             load_split(data_dir, split)
+        verify_dataset(data_dir)
     except GptlabError:
         return False
     return True

@@ -81,7 +81,8 @@ def write_tokens(
     blocks = _encoded_blocks(tok, files, errors, clean, bar, workers)
     with bar, open(dest, "wb") as f:
         for ids in blocks:
-            ids.astype(dtype, copy=False).tofile(f)
+            # f.write, not ndarray.tofile: a failed write then keeps its errno (ENOSPC, ...)
+            f.write(np.ascontiguousarray(ids, dtype=dtype).data)
             n += len(ids)
     return n
 

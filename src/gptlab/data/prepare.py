@@ -28,12 +28,20 @@ import numpy as np
 from gptlab import __version__
 from gptlab.checks import is_int, is_number
 from gptlab.data.corpus import resolve_sources
-from gptlab.data.dataset import FORMAT_VERSION, META_FILE, SPLIT_FILES, TOKENIZER_FILE, token_dtype
+from gptlab.data.dataset import (
+    DATASET_FILES,
+    FORMAT_VERSION,
+    META_FILE,
+    SPLIT_FILES,
+    TOKENIZER_FILE,
+    token_dtype,
+)
 from gptlab.data.encode import corpus_texts, write_tokens
 from gptlab.data.install import build_folder, existing_dataset, install, output_dir
 from gptlab.data.reading import SourceScan, TextErrors, scan_sources
 from gptlab.errors import ConfigError, GptlabError
 from gptlab.files import write_json
+from gptlab.integrity import record_files, verify_file
 from gptlab.text import parse_steps
 from gptlab.tokenizers import (
     DEFAULT_BPE_VOCAB_SIZE,
@@ -122,6 +130,7 @@ class PrepareOptions:
             raise ConfigError(
                 "--vocab-size does not apply with --tokenizer-file: drop --vocab-size"
             )
+        verify_file(path, "use an intact copy of that tokenizer")
         self.given_tokenizer = load_tokenizer(path)
         self.tokenizer_file = path
         self.tokenizer = self.given_tokenizer.name
@@ -204,6 +213,7 @@ def prepare(
         n_train, n_val = split_train_val(tmp / ALL_TOKENS_FILE, tmp, opts.split, dtype)
         check_split_sizes(n_train, n_val, opts.block_size, source)
         meta = write_tokenizer_and_meta(tmp, tok, dtype, opts, scan, source, n_train, n_val)
+        record_files(tmp, DATASET_FILES)  # checksums of the files as written, read back
         install(tmp, out)
     logger.info("wrote %s: %d train + %d val %s tokens (vocab %d, %s)", out, n_train, n_val,
                 opts.tokenizer, tok.vocab_size, dtype.name)
@@ -333,6 +343,7 @@ def write_tokenizer_and_meta(
         "source_files": len(scan.files),
         "source_bytes": scan.nbytes,
         "source_sha256": scan.sha256,
+        "bom_stripped": scan.bom_files,  # files whose UTF-8 byte order mark was dropped
         "options": opts.as_dict(),
     }
     write_json(data_dir / META_FILE, meta)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from gptlab.errors import GptlabError
 from gptlab.files import check_not_binary
 from gptlab.text import clean
+from gptlab.tokenizers.base import UTF8_BOM, starts_with_bom
 from gptlab.tokenizers.char import mark_chars
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ def iter_text_blocks(
     on_raw: Callable[[bytes], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
-    """Yield the text of a UTF-8 file in blocks, each cut at a safe point.
+    """Yield the text of a UTF-8 file in blocks, each cut at a safe point; a UTF-8 byte
+    order mark at the start is dropped (`on_raw` still sees it: the file's hash is its bytes').
 
     Args:
         block_bytes: bytes read per step; a block is at most about this size unless the
@@ -101,6 +103,8 @@ def iter_text_blocks(
                 continue
             raw, carry = (buf, b"") if cut == len(buf) else (buf[:cut], buf[cut:])
             text = _check_bytes(path, raw, offset, errors)
+            if offset == 0:
+                text = text.removeprefix(UTF8_BOM)  # an encoding signature, not text
             if on_raw is not None:
                 on_raw(raw)
             if on_bytes is not None:
@@ -164,6 +168,7 @@ class SourceScan:
     sha256: str  # one file: its SHA-256; several: SHA-256 of their hex digests, one per line
     nbytes: int
     chars: set[str] | None  # distinct characters after cleaning, when asked for
+    bom_files: int = 0  # how many files started with a UTF-8 byte order mark (dropped)
 
 
 def scan_sources(
@@ -204,4 +209,7 @@ def scan_sources(
         "".join(d + "\n" for d in digests).encode()
     ).hexdigest()
     chars = None if seen is None else {chr(c) for c in np.flatnonzero(seen)}
-    return SourceScan(nonempty, sha, total, chars)
+    bom_files = sum(starts_with_bom(path) for path in nonempty)
+    if bom_files:
+        logger.info("dropped the UTF-8 byte order mark at the start of %d file(s)", bom_files)
+    return SourceScan(nonempty, sha, total, chars, bom_files)

@@ -31,6 +31,7 @@ from gptlab.interop import layout
 logger = logging.getLogger(__name__)
 
 COMPILE_PREFIX = "_orig_mod."
+CKPT_FILE = "ckpt.pt"  # what nanoGPT's train.py saves in its out_dir
 _MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 
 
@@ -75,6 +76,12 @@ def read_nanogpt_checkpoint(ckpt_path: Path) -> tuple[dict[str, Any], dict[str, 
 
 
 def _load_checkpoint(ckpt_path: Path) -> Any:
+    if ckpt_path.is_dir():
+        if (ckpt_path / CKPT_FILE).is_file():
+            raise GptlabError(f"{ckpt_path} is nanoGPT's out_dir: pass the checkpoint in it, "
+                              f"{ckpt_path / CKPT_FILE}")
+        raise GptlabError(f"{ckpt_path} is a folder without a {CKPT_FILE}: pass the "
+                          f"{CKPT_FILE} that nanoGPT's train.py wrote in its out_dir")
     if not ckpt_path.is_file():
         raise GptlabError(f"{ckpt_path} does not exist; pass nanoGPT's out_dir/ckpt.pt")
     return safe_torch_load(

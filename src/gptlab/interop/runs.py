@@ -22,7 +22,7 @@ import torch
 
 from gptlab.checkpoint import CONFIG_FILE, load_run, model_from_config, write_run
 from gptlab.errors import GptlabError
-from gptlab.files import atomic_write_bytes, read_json, write_json
+from gptlab.files import atomic_write_bytes, read_json, write_errors, write_json
 from gptlab.interop import hf, layout, nanogpt
 
 if TYPE_CHECKING:
@@ -141,21 +141,23 @@ def read_nanogpt(
 @contextlib.contextmanager
 def staged_dir(out_dir: Path) -> Iterator[Path]:
     """Yield a hidden temporary folder that becomes `out_dir` only if the block succeeds;
-    an `out_dir` that exists and is not an empty folder is a GptlabError."""
+    an `out_dir` that exists and is not an empty folder is a GptlabError, and a failed write
+    (a full disk, ...) a WriteError that says nothing was written to `out_dir`."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise GptlabError(f"--out {out_dir} already exists; choose a new folder or remove it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir()
-    try:
-        yield tmp_dir
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp_dir.rename(out_dir)
-    finally:
+    with write_errors(out_dir, f"nothing was written to {out_dir}"):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir()
+        try:
+            yield tmp_dir
+            if out_dir.exists():
+                out_dir.rmdir()
+            tmp_dir.rename(out_dir)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _write_imported_run(

@@ -23,10 +23,26 @@ from gptlab.files import atomic_write_bytes, check_not_binary
 EOT = "<|endoftext|>"  # GPT-2's document separator; the seeds join documents with it
 FORMAT_VERSION = 1
 TokenizerKind = Literal["char", "word", "gpt2", "bpe"]  # also the JSON file's "kind"
+UTF8_BOM = "\ufeff"  # a byte order mark: a file's encoding signature, not a character of it
+UTF8_BOM_BYTES = UTF8_BOM.encode("utf-8")
+
+
+def starts_with_bom(path: str | os.PathLike[str]) -> bool:
+    """True when the file starts with a UTF-8 byte order mark (b"\\xef\\xbb\\xbf"); False
+    also when it cannot be read (its reader reports that)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(UTF8_BOM_BYTES)) == UTF8_BOM_BYTES
+    except OSError:
+        return False
 
 
 def read_text_file(path: str | os.PathLike[str]) -> str:
-    """A corpus file's text; a missing, binary, UTF-16 or non-UTF-8 file is a GptlabError."""
+    """A corpus file's text; a missing, binary, UTF-16 or non-UTF-8 file is a GptlabError.
+
+    A UTF-8 byte order mark at the start (Windows editors write one) is not text: it is
+    dropped.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -36,7 +52,7 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
         raise GptlabError(f"{path} is a folder: give text files") from None
     check_not_binary(path, data)
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix(UTF8_BOM)
     except UnicodeDecodeError as exc:
         raise GptlabError(
             f"{path} is not valid UTF-8 (byte offset {exc.start}): convert it to UTF-8"
@@ -102,8 +118,18 @@ class Tokenizer(abc.ABC):
         """Rebuild from `to_dict()`'s output."""
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the tokenizer as one JSON file, atomically; returns the path written."""
+        """Write the tokenizer as one JSON file, atomically; returns the path written.
+
+        Raises:
+            GptlabError: `path` is a folder.
+            WriteError: the write failed (a full disk, a read-only folder, ...).
+        """
         path = Path(path)
+        if path.is_dir():
+            raise GptlabError(
+                f"cannot save the tokenizer to {path}: it is a folder; pass a file path, "
+                f"e.g. {path / 'tokenizer.json'}"
+            )
         data = {"kind": self.name, "format": FORMAT_VERSION, **self.to_dict()}
         try:
             body = json.dumps(data, ensure_ascii=False).encode("utf-8")

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from gptlab.errors import GptlabError
-from gptlab.tokenizers.base import EOT, Tokenizer, read_text_file, resolve_num_threads
+from gptlab.tokenizers.base import (
+    EOT,
+    Tokenizer,
+    read_text_file,
+    resolve_num_threads,
+    starts_with_bom,
+)
 from gptlab.tokenizers.chunking import split_for_parallel
 
 log = logging.getLogger(__name__)
@@ -106,7 +112,8 @@ class BPETokenizer(Tokenizer):
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        if files and not texts:
+        # HF reads files as they are; one with a byte order mark is read here, without it
+        if files and not texts and not any(starts_with_bom(f) for f in files):
             try:
                 tok.train(files, trainer=trainer)  # HF reads (and parallelizes over) the files
             except Exception as exc:  # HF raises a bare Exception, e.g. for invalid UTF-8

@@ -318,9 +318,21 @@ def split_settings(settings: dict[str, Any], source: str) -> tuple[dict, dict]:
     return model, train
 
 
+def _config_folder_message(path: Path) -> str:
+    """Why `--config FOLDER` is refused, and what the user probably meant."""
+    if (path / "config.json").is_file():  # a run folder
+        return (f"--config {path} is a run folder, but --config takes a TOML file of "
+                f"settings: continue that run with --out {path} --resume, or start from its "
+                f"weights with --init-from {path}")
+    return (f"--config {path} is a folder: pass a TOML file of settings (lines such as "
+            "`n_layer = 4`, flat or in [model] / [train] tables)")
+
+
 def load_config_file(path: Path) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     """Read a TOML config file: (the preset it names or None, model settings, train settings)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(_config_folder_message(path))
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -39,8 +39,10 @@ def load_training_data(config: TrainConfig, run_dir: Path, dist: DistInfo) -> Tr
 
     Raises:
         GptlabError: not a prepared dataset, or its tokenizer and meta.json disagree.
+        CorruptFileError: a file of it fails its checksum (`verify_dataset`).
     """
     from gptlab.data import load_meta
+    from gptlab.data.dataset import verify_dataset
     from gptlab.tokenizers import load_tokenizer
 
     # Rank 0 prepares the dataset first; the others then find it ready.
@@ -58,6 +60,7 @@ def load_training_data(config: TrainConfig, run_dir: Path, dist: DistInfo) -> Tr
             f"meta.json says {meta.get('vocab_size')}: the folder mixes two datasets; "
             "prepare it again with --force"
         )
+    verify_dataset(data_dir)  # after the checks above, which name a mix-up more precisely
     facts = data_facts(data_dir, meta, tokenizer)
     return TrainingData(data_dir, meta, tokenizer_path, tokenizer, facts)
 

@@ -9,6 +9,9 @@ metrics.jsonl holds one JSON object per line:
     {"kind": "train", "step": 10, "loss": 2.31, "lr": 0.001, "tokens": 7680, "time": 1.2}
     {"kind": "eval", "step": 100, "tokens": ..., "time": ..., "train_loss": ..., "val_loss":
      ..., "val_ppl": ..., "val_bpc": ..., "val_bpb": ...}
+A resume that skipped a corrupt checkpoint adds an event line (`checkpoint.set_aside_corrupt`):
+    {"kind": "event", "event": "skipped_corrupt_checkpoint", "step": 100, "skipped_step": 200,
+     "file": ..., "moved_to": ..., "reason": ...}
 "step" counts optimizer updates done; "time" is training wall time in seconds (evaluation
 excluded for train lines, included for eval lines). With --tensorboard the same numbers go to
 RUN_DIR/tensorboard as scalars "train/loss", "train/lr", "eval/val_loss", ... (`MetricsLog`).
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 
 from gptlab.errors import GptlabError
-from gptlab.files import atomic_write_text
+from gptlab.files import append_bytes, atomic_write_text, open_append
 from gptlab.runtime import resolve_device
 from gptlab.tokenizers import Tokenizer, same_tokenizer
 
@@ -187,7 +191,7 @@ class MetricsLog:
     def __init__(self, path: Path, writer: Any = None):
         self.path = Path(path)
         self.writer = writer
-        self._file = None
+        self._fd: int | None = None
 
     def truncate_after(self, step: int) -> None:
         """Drop lines past `step` (left by a run killed after its last checkpoint)."""
@@ -197,21 +201,23 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        """Log one record, {"kind": "train" or "eval", "step": N, ...}."""
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        """Log one record, {"kind": "train" or "eval", "step": N, ...}.
+
+        Each line is written whole or not at all (a full disk is a WriteError that leaves
+        the file as it was).
+        """
+        if self._fd is None:
+            self._fd = open_append(self.path)
+        append_bytes(self._fd, (json.dumps(record) + "\n").encode("utf-8"), self.path)
         if self.writer is not None:
             for name, value in record.items():
                 if name not in _NOT_SCALARS:
                     self.writer.add_scalar(f"{record['kind']}/{name}", value, record["step"])
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -266,6 +272,7 @@ def evaluate_run(
     """
     from gptlab.checkpoint import TOKENIZER_FILE, load_run
     from gptlab.data import load_meta, load_split
+    from gptlab.data.dataset import verify_dataset
 
     run_tok = Path(run_dir) / TOKENIZER_FILE
     if max_batches is not None and max_batches < 1:
@@ -292,6 +299,7 @@ def evaluate_run(
             f"({meta.get('tokenizer')}, vocab {meta.get('vocab_size')}): prepare it with the "
             f"run's tokenizer, `gptlab prepare --tokenizer-file {run_tok}`"
         )
+    verify_dataset(data_dir, splits=(split,))  # after the check above, more precise on a mix-up
     tokens = load_split(data_dir, split)
     loss, count = evaluate_tokens(run.model, tokens, batch_size, device, max_batches)
     chars, nbytes = text_per_token(run.tokenizer, tokens[: count + 1])

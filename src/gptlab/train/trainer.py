@@ -25,7 +25,8 @@ from gptlab import checkpoint as ckpt
 from gptlab import runtime
 from gptlab.data import RandomBatches
 from gptlab.errors import GptlabError
-from gptlab.files import write_json
+from gptlab.files import write_errors, write_json
+from gptlab.integrity import verify_file
 from gptlab.model import GPT, ModelConfig
 from gptlab.tokenizers import Tokenizer, same_tokenizer
 from gptlab.train import distributed as dist_util
@@ -188,12 +189,16 @@ class Trainer:
 
     def _restore(self) -> None:
         tok_path = self.run_dir / ckpt.TOKENIZER_FILE
+        if tok_path.is_file():
+            verify_file(tok_path, f"copy the dataset's {self.data.tokenizer_path} over it")
         if tok_path.is_file() and not same_tokenizer(tok_path, self.data.tokenizer_path):
             raise GptlabError(
                 f"{tok_path} differs from the dataset's tokenizer ({self.data.tokenizer_path}): "
                 "resume with the dataset this run was trained on (--data)"
             )
-        state = ckpt.load_checkpoint(self.run_dir, self.model, self.optimizer, self.device)
+        skipped: list[tuple[Path, GptlabError]] = []  # corrupt step folders passed over
+        state = ckpt.load_checkpoint(self.run_dir, self.model, self.optimizer, self.device,
+                                     on_skip=lambda step_dir, exc: skipped.append((step_dir, exc)))
         self.step = state["step"]
         self.best_val_loss = state.get("best_val_loss")
         runtime.set_rng_state(state["rng"])
@@ -205,6 +210,8 @@ class Trainer:
                         self.dist.world_size, len(samplers))
         if self.dist.is_main:
             self.metrics.truncate_after(self.step)
+            for step_dir, exc in skipped:
+                self.metrics.write(ckpt.set_aside_corrupt(self.run_dir, step_dir, exc, self.step))
             if self.step < self.config.max_iters:  # a resume with nothing to train keeps it
                 self._write_config()
         log.info("resumed %s at step %d", self.run_dir, self.step)
@@ -415,8 +422,9 @@ def train(
     """Train (or resume) a run; see `Trainer`. Leaves the process group when distributed."""
     trainer, finished = None, False
     try:
-        trainer = Trainer(run_dir, model_settings, config, resume=resume, progress=progress)
-        result = trainer.run()
+        with write_errors(run_dir, lambda: _intact_checkpoint(Path(run_dir))):
+            trainer = Trainer(run_dir, model_settings, config, resume=resume, progress=progress)
+            result = trainer.run()
         trained = result.step > result.start_step
         if config.sample_tokens and trainer.dist.is_main and trained and not result.interrupted:
             result.sample = sample_text(trainer.raw_model, trainer.data.tokenizer,
@@ -430,6 +438,16 @@ def train(
         trainer = None
         gc.collect()
         dist_util.teardown(barrier=finished)
+
+
+def _intact_checkpoint(run_dir: Path) -> str:
+    """What a failed write leaves of a run, for its WriteError."""
+    last = ckpt.latest_checkpoint_dir(run_dir)
+    if last is None:
+        return "no checkpoint was written yet"
+    step = int(last.name.removeprefix("step-"))
+    return (f"the last complete checkpoint is step {step} ({last}): continue from it with "
+            f"`gptlab train --out {run_dir} --resume` once there is room")
 
 
 def sample_text(
