@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import get_args
 
 from gptlab.cli.options import add_option, new_command
+from gptlab.data.formats import InputFormat
 from gptlab.data.reading import TextErrors
 from gptlab.tokenizers import TokenizerKind
 
@@ -16,12 +17,17 @@ Tokenize text into a dataset folder for `gptlab train`: train.bin and val.bin (r
 little-endian uint16/uint32 token ids), tokenizer.json and meta.json.
 
 --input takes files, folders (all non-hidden files, sorted), globs, or a named corpus
-(`shakespeare`, downloaded once into the cache; see `gptlab corpus`). Each file is one
-document; documents are joined with <|endoftext|> where the tokenizer has it.
+(`shakespeare`, downloaded once into the cache; see `gptlab corpus`). A text file is one
+document; JSON Lines (.jsonl), JSON lists (.json), CSV/TSV, Parquet and Arrow files (and
+`datasets.save_to_disk` folders) hold one document per record, read from --text-field.
+Any of them may be compressed (.gz, .bz2, .xz, .zst). Documents are joined with
+<|endoftext|> where the tokenizer has it.
 
 examples:
   gptlab prepare --tokenizer char --input shakespeare --out data/shakespeare-char
   gptlab prepare --tokenizer bpe --vocab-size 4096 --input 'books/*.txt' --out data/books
+  gptlab prepare --tokenizer gpt2 --input TinyStories.jsonl.zst --out data/stories
+  gptlab prepare --tokenizer gpt2 --input 'fineweb/*.parquet' --text-field text --out data/fw
   gptlab prepare --tokenizer-file runs/char/tokenizer.json --input new.txt --out data/new
 """
 
@@ -55,6 +61,13 @@ def add_parser(subparsers) -> None:
                help="corpus cache folder (None: $GPTLAB_CACHE_DIR or ~/.cache/gptlab)")
     add_option(p, "workers", type=int, default=0,
                help="processes encoding a gpt2 input of 16 MiB or more (0: one per core)")
+    add_option(p, "format", choices=get_args(InputFormat), default="auto",
+               help="input format (auto: by extension, checked by content)")
+    add_option(p, "text_field", default=None, metavar="FIELD",
+               help="record files: the field or column holding the text, dotted for nested "
+               "fields (e.g. meta.body); None: text")
+    add_option(p, "skip_bad_records", action="store_true",
+               help="skip (and count) records without a string text field instead of failing")
     add_option(p, "no_progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -70,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             vocab_size=args.vocab_size, clean=args.clean, errors=args.errors,
             block_size=args.block_size, unk=args.unk, force=args.force,
             cache_dir=args.cache_dir, progress=not args.no_progress, workers=args.workers,
-            tokenizer_file=args.tokenizer_file,
+            tokenizer_file=args.tokenizer_file, input_format=args.format,
+            text_field=args.text_field, skip_bad_records=args.skip_bad_records,
         )
     print(json.dumps(meta, indent=2))
     return 0

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import get_args
 
 from gptlab.cli.options import add_option, new_command
+from gptlab.data.formats import InputFormat
 from gptlab.errors import GptlabError
 from gptlab.tokenizers import Tokenizer, TokenizerKind
 
 DESCRIPTION = """\
-Print characters, bytes, lines and distinct characters of text files (joined in order),
+Print characters, bytes, lines and distinct characters of text files (joined in order;
+record files such as .jsonl, .parquet or .csv give their records' --text-field),
 and with --tokenizer the number of tokens and tokens per character. --tokenizer takes a
 kind (char, word and bpe learn their vocabulary from these files) or a saved tokenizer
 JSON file (e.g. a prepared dataset's tokenizer.json).
@@ -30,6 +32,12 @@ def add_parser(subparsers) -> None:
     add_option(p, "clean", default=None, metavar="STEPS",
                help="comma-separated cleaning steps applied first (nfc,nfkc,newlines,lower,"
                     "seed,strip); None keeps text as is")
+    add_option(p, "format", choices=get_args(InputFormat), default="auto",
+               help="input format (auto: by extension, checked by content), as for prepare")
+    add_option(p, "text_field", default=None, metavar="FIELD",
+               help="record files: the (dotted) field or column holding the text; None: text")
+    add_option(p, "skip_bad_records", action="store_true",
+               help="skip records without a string text field instead of failing")
     add_option(p, "json", action="store_true", help="print one JSON object instead of lines")
     p.set_defaults(func=run)
 
@@ -57,11 +65,26 @@ def _tokenizer(spec: str, text: str, vocab_size: int | None) -> Tokenizer:
     )
 
 
+def _corpus_text(args: argparse.Namespace) -> str:
+    """The files' text joined in order; record files (JSON Lines, Parquet, CSV, ...) give
+    their records' text, as `gptlab prepare` reads them."""
+    from gptlab.data.documents import RecordOptions, classify_inputs, iter_documents
+
+    records = RecordOptions(args.format, args.text_field, args.skip_bad_records)
+    inputs = classify_inputs(args.files, records)
+    if all(i.format == "txt" for i in inputs) and records.format == "auto":
+        return "".join(read_utf8(path) for path in args.files)
+    text = "".join("".join(blocks) for blocks in iter_documents(inputs, records=records))
+    if not text:
+        raise GptlabError(f"{args.files[0]} holds no text in field {records.field!r}")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from gptlab.text import clean, corpus_stats, parse_steps
 
     steps = parse_steps(args.clean)
-    text = "".join(read_utf8(path) for path in args.files)
+    text = _corpus_text(args)
     text = clean(text, steps)
     tok = _tokenizer(args.tokenizer, text, args.vocab_size) if args.tokenizer else None
     stats = corpus_stats(text, tok)

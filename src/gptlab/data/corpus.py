@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -160,12 +161,29 @@ def list_corpora(cache: str | os.PathLike | None = None) -> list[dict[str, objec
 
 
 def _folder_files(folder: Path) -> list[Path]:
-    """Regular, non-hidden files under `folder`, recursively, in sorted order."""
+    """Regular, non-hidden files under `folder`, recursively, in sorted order; a folder
+    written by `datasets.save_to_disk` contributes its Arrow shards only."""
     files = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
+        if "state.json" in names and "dataset_info.json" in names:
+            files += _saved_dataset_shards(Path(root))
+            continue
+        files += [Path(root) / n for n in sorted(names)
+                  if not n.startswith(".") and n != "dataset_dict.json"]
     return [f for f in files if f.is_file()]
+
+
+def _saved_dataset_shards(folder: Path) -> list[Path]:
+    """The Arrow files a `datasets.save_to_disk` folder lists in its state.json, in order."""
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        return [folder / entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GptlabError(
+            f"{folder}/state.json is not a readable `datasets` state file ({exc!r}): pass the "
+            "folder's data-*.arrow files instead"
+        ) from None
 
 
 def _resolve_one(spec: str, cache: str | os.PathLike | None) -> list[Path]:

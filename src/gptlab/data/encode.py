@@ -19,12 +19,12 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from gptlab.data.reading import document_texts
+from gptlab.data.documents import InputFile, RecordOptions, iter_documents
+from gptlab.data.formats import RecordCounts
 from gptlab.errors import GptlabError
 from gptlab.tokenizers import GPT2Tokenizer, Tokenizer
 from gptlab.tokenizers.base import resolve_num_threads
@@ -37,10 +37,13 @@ _ENCODE_BLOCK = 1 << 20  # bytes of text per encode call (one batch item for gpt
 _PROCESS_MIN_BYTES = 16 << 20
 
 
-def corpus_texts(files: Sequence[Path], errors: str, clean: Sequence[str]) -> Iterator[str]:
-    """The cleaned text of all `files`, in encode-sized blocks (for learning a vocabulary)."""
-    for path in files:
-        yield from document_texts(path, errors, clean, _ENCODE_BLOCK)
+def corpus_texts(
+    files: Sequence[Path | InputFile], errors: str, clean: Sequence[str],
+    records: RecordOptions | None = None,
+) -> Iterator[str]:
+    """The cleaned text of all documents, in encode-sized blocks (for learning a vocabulary)."""
+    for blocks in iter_documents(files, errors, clean, _ENCODE_BLOCK, None, records):
+        yield from blocks
 
 
 def encode_workers(tok: Tokenizer, total_bytes: int, workers: int) -> int:
@@ -54,7 +57,7 @@ def encode_workers(tok: Tokenizer, total_bytes: int, workers: int) -> int:
 
 def write_tokens(
     tok: Tokenizer,
-    files: Sequence[Path],
+    files: Sequence[Path | InputFile],
     dest: Path,
     dtype: np.dtype,
     *,
@@ -63,14 +66,19 @@ def write_tokens(
     total_bytes: int,
     workers: int = 0,
     progress: bool = False,
+    records: RecordOptions | None = None,
+    counts: RecordCounts | None = None,
 ) -> int:
-    """Encode every file into `dest` as raw `dtype` ids; returns the number of tokens written.
+    """Encode every document into `dest` as raw `dtype` ids; returns the number of tokens
+    written.
 
     Args:
         tok: the tokenizer; a char tokenizer without `<unk>` must know every character.
-        files: the documents, in order; `total_bytes` is their size (for the progress bar).
+        files: the input files, in order (a bare Path is a text file: one document);
+            `total_bytes` is their size (for the progress bar).
         errors, clean: how to decode and clean the text (as for `document_texts`).
         workers: processes for a large gpt2 input (0 = one per core; see `encode_workers`).
+        records, counts: how record files are read, and what reading them found.
     """
     n = 0
     workers = encode_workers(tok, total_bytes, workers)
@@ -78,7 +86,8 @@ def write_tokens(
         total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="encode",
         disable=not progress, file=sys.stderr, dynamic_ncols=True,
     )
-    blocks = _encoded_blocks(tok, files, errors, clean, bar, workers)
+    documents = iter_documents(files, errors, clean, _ENCODE_BLOCK, bar.update, records, counts)
+    blocks = _encoded_blocks(tok, _pieces(documents, tok.eot_id), workers)
     with bar, open(dest, "wb") as f:
         for ids in blocks:
             # f.write, not ndarray.tofile: a failed write then keeps its errno (ENOSPC, ...)
@@ -87,31 +96,39 @@ def write_tokens(
     return n
 
 
+def _pieces(documents: Iterator[Iterator[str]], eot: int | None) -> Iterator[str | None]:
+    """The documents' text blocks in order, with None (an EOT id) between documents when
+    the tokenizer has one."""
+    for index, blocks in enumerate(documents):
+        if index > 0 and eot is not None:
+            yield None
+        yield from blocks
+
+
 def _encoded_blocks(
-    tok: Tokenizer, files: Sequence[Path], errors: str, clean: Sequence[str], bar,
-    workers: int,
+    tok: Tokenizer, pieces: Iterator[str | None], workers: int
 ) -> Iterator[np.ndarray]:
-    """Token id arrays for all files in order, documents joined by the tokenizer's EOT."""
+    """Token id arrays for all pieces in order (None: the tokenizer's EOT id)."""
     if workers > 1 and tok.name == "gpt2":
-        yield from _encoded_blocks_in_processes(files, errors, clean, bar, workers, tok.eot_id)
+        yield from _encoded_blocks_in_processes(pieces, workers, tok.eot_id)
         return
     batched = tok.name == "bpe"  # gpt2's encode_to_array is parallel on its own
     batch_len = max(4, 2 * (os.cpu_count() or 1))
-    eot = tok.eot_id
-    for doc_index, path in enumerate(files):
-        if doc_index > 0 and eot is not None:
-            yield np.array([eot], dtype=np.int64)
-        batch: list[str] = []
-        for text in document_texts(path, errors, clean, _ENCODE_BLOCK, None, bar.update):
-            if not batched:
-                yield _encode_block(tok, text)
-            else:
-                batch.append(text)
-                if len(batch) == batch_len:
-                    yield from _encode_batch(tok, batch)
-                    batch = []
-        if batch:
-            yield from _encode_batch(tok, batch)
+    eot = np.array([tok.eot_id if tok.eot_id is not None else 0], dtype=np.int64)
+    batch: list[str] = []
+    for text in pieces:
+        if text is None or not batched:
+            if batch:
+                yield from _encode_batch(tok, batch)
+                batch = []
+            yield eot if text is None else _encode_block(tok, text)
+        else:
+            batch.append(text)
+            if len(batch) == batch_len:
+                yield from _encode_batch(tok, batch)
+                batch = []
+    if batch:
+        yield from _encode_batch(tok, batch)
 
 
 def _encode_block(tok: Tokenizer, text: str) -> np.ndarray:
@@ -131,26 +148,41 @@ def _encode_batch(tok: Tokenizer, texts: list[str]) -> Iterator[np.ndarray]:
         yield np.array(ids, dtype=np.int64)
 
 
-def _gpt2_encode_block(text: str) -> np.ndarray:
+def _gpt2_encode_pieces(pieces: list[str | None], eot: int) -> np.ndarray:
     # Cheap: `gpt2_encoding` is cached per process, and a forked worker inherits it.
-    return GPT2Tokenizer().encode_to_array(text, num_threads=1)
+    tok = GPT2Tokenizer()
+    parts = [np.array([eot], dtype=np.int64) if p is None else
+             tok.encode_to_array(p, num_threads=1) for p in pieces]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _packs(pieces: Iterator[str | None], size: int) -> Iterator[list[str | None]]:
+    """Pieces grouped into lists of about `size` characters: one task per list keeps the
+    pool's overhead small for small records."""
+    pack: list[str | None] = []
+    chars = 0
+    for piece in pieces:
+        pack.append(piece)
+        chars += 1 if piece is None else len(piece)
+        if chars >= size:
+            yield pack
+            pack, chars = [], 0
+    if pack:
+        yield pack
 
 
 def _encoded_blocks_in_processes(
-    files: Sequence[Path], errors: str, clean: Sequence[str], bar, workers: int, eot: int
+    pieces: Iterator[str | None], workers: int, eot: int
 ) -> Iterator[np.ndarray]:
-    """gpt2 blocks encoded by a pool of forked processes, at most 2 blocks per worker in
+    """gpt2 pieces encoded by a pool of forked processes, at most 2 packs per worker in
     flight (memory stays bounded), results in input order."""
     pending: deque[Future] = deque()
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         _start_workers(pool)
-        for doc_index, path in enumerate(files):
-            if doc_index > 0:
-                pending.append(_done(np.array([eot], dtype=np.int64)))
-            for text in document_texts(path, errors, clean, _ENCODE_BLOCK, None, bar.update):
-                pending.append(pool.submit(_gpt2_encode_block, text))
-                while len(pending) > 2 * workers:
-                    yield pending.popleft().result()
+        for pack in _packs(pieces, _ENCODE_BLOCK):
+            pending.append(pool.submit(_gpt2_encode_pieces, pack, eot))
+            while len(pending) > 2 * workers:
+                yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
@@ -167,7 +199,3 @@ def _start_workers(pool: ProcessPoolExecutor) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _done(value: Any) -> Future:
-    future: Future = Future()
-    future.set_result(value)
-    return future

@@ -36,7 +36,14 @@ from gptlab.data.dataset import (
     TOKENIZER_FILE,
     token_dtype,
 )
+from gptlab.data.documents import (
+    RecordOptions,
+    classify_inputs,
+    log_counts,
+    scan_records,
+)
 from gptlab.data.encode import corpus_texts, write_tokens
+from gptlab.data.formats import InputFormat, RecordCounts, compression
 from gptlab.data.install import build_folder, existing_dataset, install, output_dir
 from gptlab.data.reading import SourceScan, TextErrors, scan_sources
 from gptlab.errors import ConfigError, GptlabError
@@ -73,6 +80,8 @@ class PrepareOptions:
         tokenizer_file: encode with this saved tokenizer (e.g. a run's tokenizer.json, to
             fine-tune that run on new text) instead of building one; `tokenizer` and `unk`
             are then taken from the file, and `tokenizer_sha256` is its SHA-256.
+        records: how record files (JSON Lines, Parquet, CSV, ...) are read: the format,
+            the text field and whether bad records are skipped (`RecordOptions`).
 
     With the source bytes, the first six (and `tokenizer_sha256`) decide the dataset's
     content: `as_dict` is what meta.json records as "options".
@@ -90,6 +99,7 @@ class PrepareOptions:
     block_size: int | None = None
     workers: int = 0
     tokenizer_file: str | os.PathLike | None = None
+    records: RecordOptions = field(default_factory=RecordOptions)
     tokenizer_sha256: str | None = field(default=None, init=False)
     given_tokenizer: Tokenizer | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -114,6 +124,10 @@ class PrepareOptions:
         }
         if self.tokenizer_sha256 is not None:
             options["tokenizer_sha256"] = self.tokenizer_sha256
+        if not self.records.is_default():  # absent by default: older datasets stay current
+            options["input_format"] = self.records.format
+            options["text_field"] = self.records.field
+            options["skip_bad_records"] = self.records.skip_bad_records
         return options
 
     def _check_types(self) -> None:
@@ -180,23 +194,31 @@ def prepare(
     progress: bool = False,
     workers: int = 0,
     tokenizer_file: str | os.PathLike | None = None,
+    input_format: InputFormat = "auto",
+    text_field: str | None = None,
+    skip_bad_records: bool = False,
 ) -> dict[str, Any]:
     """Tokenize text into a dataset folder (train.bin, val.bin, tokenizer.json, meta.json);
     returns the meta written to meta.json.
 
     Args:
         inputs: a file, folder, glob or named corpus ("shakespeare"), or a list of them;
-            each file is one document, joined with `<|endoftext|>` where the tokenizer has it.
+            a text file is one document, a record file (.jsonl, .json, .csv, .tsv, .parquet,
+            .arrow, a `datasets.save_to_disk` folder; any compressed) one per record;
+            documents are joined with `<|endoftext|>` where the tokenizer has it.
         out: the dataset folder to create. If it already holds this very dataset (same
             source bytes and options) it is left as is; another dataset is an error
             unless `force` (then it is replaced).
         cache_dir: corpus cache folder (default $GPTLAB_CACHE_DIR or ~/.cache/gptlab).
         progress: show tqdm progress bars on stderr.
         tokenizer, ..., tokenizer_file: the options, each described on `PrepareOptions`.
+        input_format, text_field, skip_bad_records: how record files are read, each
+            described on `RecordOptions`.
     """
     opts = PrepareOptions(
         tokenizer=tokenizer, split=split, vocab_size=vocab_size, clean=clean, errors=errors,
         unk=unk, block_size=block_size, workers=workers, tokenizer_file=tokenizer_file,
+        records=RecordOptions(input_format, text_field, skip_bad_records),
     )
     out = output_dir(out)
     scan = scan_inputs(inputs, out, opts, cache_dir, progress)
@@ -206,18 +228,31 @@ def prepare(
     with build_folder(out) as tmp:
         tok = dataset_tokenizer(opts, scan)
         dtype = token_dtype(tok.vocab_size)
-        write_tokens(
-            tok, scan.files, tmp / ALL_TOKENS_FILE, dtype, errors=opts.errors, clean=opts.clean,
-            total_bytes=scan.nbytes, workers=opts.workers, progress=progress,
-        )
+        counts = encode_inputs(tok, tmp / ALL_TOKENS_FILE, dtype, opts, scan, progress)
         n_train, n_val = split_train_val(tmp / ALL_TOKENS_FILE, tmp, opts.split, dtype)
         check_split_sizes(n_train, n_val, opts.block_size, source)
         meta = write_tokenizer_and_meta(tmp, tok, dtype, opts, scan, source, n_train, n_val)
+        meta = record_meta(tmp, meta, scan, opts.records, counts)
         record_files(tmp, DATASET_FILES)  # checksums of the files as written, read back
         install(tmp, out)
     logger.info("wrote %s: %d train + %d val %s tokens (vocab %d, %s)", out, n_train, n_val,
                 opts.tokenizer, tok.vocab_size, dtype.name)
     return meta
+
+
+def encode_inputs(
+    tok: Tokenizer, dest: Path, dtype: np.dtype, opts: PrepareOptions, scan: SourceScan,
+    progress: bool,
+) -> RecordCounts:
+    """Step 4: every document's ids into `dest`; returns what reading the records found."""
+    counts = RecordCounts()
+    write_tokens(
+        tok, scan.inputs, dest, dtype, errors=opts.errors, clean=opts.clean,
+        total_bytes=scan.nbytes, workers=opts.workers, progress=progress,
+        records=opts.records, counts=counts,
+    )
+    log_counts(counts)
+    return counts
 
 
 def scan_inputs(
@@ -230,9 +265,13 @@ def scan_inputs(
         files = [f for f in files if not f.resolve().is_relative_to(out.resolve())]
     if not files:
         raise GptlabError(f"the input holds no files outside --out {out}: pass text files")
-    scan = scan_sources(
-        files, opts.errors, opts.clean, want_chars=opts.tokenizer == "char", progress=progress
-    )
+    inputs = classify_inputs(files, opts.records)
+    want_chars = opts.tokenizer == "char"
+    if all(i.format == "txt" for i in inputs):
+        scan = scan_sources(files, opts.errors, opts.clean, want_chars, progress)
+        scan.inputs = [i for i in inputs if i.path in set(scan.files)]
+    else:
+        scan = scan_records(inputs, opts.records, opts.errors, opts.clean, want_chars, progress)
     if opts.given_tokenizer is not None and opts.tokenizer == "char":
         _check_chars_known(opts.given_tokenizer, scan.chars, opts.tokenizer_file)
     return scan
@@ -272,12 +311,14 @@ def dataset_tokenizer(opts: PrepareOptions, scan: SourceScan) -> Tokenizer:
         if not scan.chars:
             raise GptlabError("the input holds no text after cleaning: check --clean")
         return build_tokenizer("char", text="".join(sorted(scan.chars)), unk=opts.unk)
-    raw_files = not opts.clean and opts.errors == "strict"
+    raw_files = not opts.clean and opts.errors == "strict" and all(
+        i.format == "txt" and compression(i.path) is None for i in scan.inputs
+    )
     if opts.tokenizer == "gpt2" or (opts.tokenizer == "bpe" and raw_files):
         # gpt2 learns nothing; bpe on unchanged files lets HF read (and parallelize) them
         return build_tokenizer(opts.tokenizer, files=scan.files, vocab_size=opts.vocab_size)
     # streamed: word keeps only its vocabulary, bpe collects the texts
-    texts = corpus_texts(scan.files, opts.errors, opts.clean)
+    texts = corpus_texts(scan.inputs, opts.errors, opts.clean, opts.records)
     return build_tokenizer(opts.tokenizer, text=texts, vocab_size=opts.vocab_size)
 
 
@@ -346,5 +387,22 @@ def write_tokenizer_and_meta(
         "bom_stripped": scan.bom_files,  # files whose UTF-8 byte order mark was dropped
         "options": opts.as_dict(),
     }
+    write_json(data_dir / META_FILE, meta)
+    return meta
+
+
+def record_meta(
+    data_dir: Path, meta: dict[str, Any], scan: SourceScan, records: RecordOptions,
+    counts: RecordCounts,
+) -> dict[str, Any]:
+    """Add what the dataset was made from to meta.json: the input format(s), the text field
+    (record files only), documents, and empty and skipped records."""
+    formats = sorted({i.format for i in scan.inputs})
+    meta["input_format"] = formats[0] if len(formats) == 1 else formats
+    if formats != ["txt"]:
+        meta["text_field"] = records.field
+    meta["documents"] = counts.documents
+    meta["empty_records"] = counts.empty
+    meta["skipped_records"] = counts.skipped
     write_json(data_dir / META_FILE, meta)
     return meta

@@ -13,13 +13,14 @@ import hashlib
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
 
+from gptlab.data.formats import compression, open_input
 from gptlab.errors import GptlabError
 from gptlab.files import check_not_binary
 from gptlab.text import clean
@@ -90,8 +91,12 @@ def iter_text_blocks(
     """
     offset = 0
     carry = b""
+    if compression(path):  # progress counts the compressed bytes read
+        opened, on_bytes = open_input(path, on_bytes), None
+    else:
+        opened = open(path, "rb")
     # An incremental decoder is not needed: every cut lies on a character boundary.
-    with open(path, "rb") as f:
+    with opened as f:
         while True:
             block = f.read(block_bytes)
             buf = carry + block if carry else block
@@ -153,6 +158,35 @@ def document_texts(
     arguments are `iter_text_blocks`'.
     """
     texts = iter_text_blocks(path, errors, block_bytes or SCAN_BLOCK, on_raw, on_bytes)
+    return _cleaned(texts, clean_steps)
+
+
+def record_texts(
+    text: str, clean_steps: Sequence[str] = (), block_chars: int | None = None
+) -> Iterator[str]:
+    """One record's text as `document_texts` gives the same text read from a file of its
+    own: a leading byte order mark dropped, cut into blocks at safe points, cleaned."""
+    return _cleaned(_text_blocks(text.removeprefix(UTF8_BOM), block_chars or SCAN_BLOCK),
+                    clean_steps)
+
+
+def _text_blocks(text: str, block_chars: int) -> Iterator[str]:
+    start = 0
+    while len(text) - start > block_chars:
+        end = start + block_chars
+        while (cut := safe_cut(text[start:end], end - start > _MAX_CARRY)) == 0:
+            if end >= len(text):
+                break
+            end = min(len(text), start + 2 * (end - start))
+        if cut == 0:
+            break
+        yield text[start : start + cut]
+        start += cut
+    if start < len(text):
+        yield text[start:] if start else text
+
+
+def _cleaned(texts: Iterator[str], clean_steps: Sequence[str]) -> Iterator[str]:
     if not clean_steps:
         return texts
     local = [step for step in clean_steps if step != "strip"]
@@ -169,6 +203,7 @@ class SourceScan:
     nbytes: int
     chars: set[str] | None  # distinct characters after cleaning, when asked for
     bom_files: int = 0  # how many files started with a UTF-8 byte order mark (dropped)
+    inputs: list = field(default_factory=list)  # documents.InputFile of each file, if known
 
 
 def scan_sources(

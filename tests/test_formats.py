@@ -1,0 +1,241 @@
+"""Record inputs (JSON Lines, JSON, CSV/TSV, Parquet, Arrow, compressed): each record is one
+document, with exactly the ids of the same documents written as one .txt file each."""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import importlib
+import json
+import lzma
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gptlab.cli import main
+from gptlab.data import load_meta, load_split, prepare
+from gptlab.errors import GptlabError
+from gptlab.tokenizers import load_tokenizer
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+zstandard = pytest.importorskip("zstandard")
+encode_module = importlib.import_module("gptlab.data.encode")
+
+DOCS = [
+    "Once upon a time there was a cat.\nThe end.",
+    "Café naïve — “quotes”\r\nwindows line\n",
+    "  indented\n\n\nthree newlines   ",
+    "<|endoftext|> literal and 12345",
+]
+
+
+def all_ids(data_dir) -> list[int]:
+    return np.concatenate([load_split(data_dir, "train"), load_split(data_dir, "val")]).tolist()
+
+
+def txt_reference(tmp_path, docs, tokenizer, name="ref"):
+    """prepare over the same documents written as one .txt file each, in order."""
+    folder = tmp_path / f"{name}-txt"
+    folder.mkdir()
+    for i, doc in enumerate(docs):
+        (folder / f"{i:05d}.txt").write_bytes(doc.encode("utf-8"))
+    prepare(folder, tmp_path / f"{name}-ds", tokenizer=tokenizer, split=0.5)
+    return all_ids(tmp_path / f"{name}-ds")
+
+
+def write_records(path, docs, fmt, field="text"):
+    """`docs` as a record file of format `fmt` at `path`."""
+    rows = [{field: d, "id": i} for i, d in enumerate(docs)]
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif fmt == "json":
+        path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    elif fmt in ("csv", "tsv"):
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, delimiter="\t" if fmt == "tsv" else ",")
+            writer.writerow([field, "id"])
+            writer.writerows([r[field], r["id"]] for r in rows)
+    elif fmt == "parquet":
+        pq.write_table(pa.table({field: docs, "id": list(range(len(docs)))}), path,
+                       row_group_size=2)
+    elif fmt == "arrow":
+        table = pa.table({field: docs})
+        with pa.ipc.new_stream(str(path), table.schema) as writer:
+            for batch in table.to_batches(max_chunksize=2):
+                writer.write_batch(batch)
+    return path
+
+
+COMPRESS = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress,
+            "zst": lambda data: zstandard.ZstdCompressor().compress(data)}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "tsv", "parquet", "arrow"])
+@pytest.mark.parametrize("tokenizer", ["char", "gpt2"])
+def test_records_give_the_ids_of_one_txt_file_each(tmp_path, fmt, tokenizer):
+    source = write_records(tmp_path / f"in.{fmt}", DOCS, fmt)
+    meta = prepare(source, tmp_path / "ds", tokenizer=tokenizer, split=0.5)
+    assert all_ids(tmp_path / "ds") == txt_reference(tmp_path, DOCS, tokenizer)
+    assert meta["input_format"] == fmt and meta["text_field"] == "text"
+    assert (meta["documents"], meta["skipped_records"], meta["empty_records"]) == (4, 0, 0)
+    assert load_meta(tmp_path / "ds") == meta
+
+
+@pytest.mark.parametrize("suffix", ["gz", "bz2", "xz", "zst"])
+def test_compressed_inputs_are_detected_by_content(tmp_path, suffix):
+    plain = write_records(tmp_path / "plain.jsonl", DOCS, "jsonl")
+    named = tmp_path / f"in.jsonl.{suffix}"
+    named.write_bytes(COMPRESS[suffix](plain.read_bytes()))
+    prepare(named, tmp_path / "a", tokenizer="gpt2", split=0.5)
+    assert all_ids(tmp_path / "a") == txt_reference(tmp_path, DOCS, "gpt2")
+    unnamed = tmp_path / "book.txt"  # a compressed .txt under a plain name
+    unnamed.write_bytes(COMPRESS[suffix]("".join(DOCS).encode()))
+    prepare(unnamed, tmp_path / "b", tokenizer="gpt2", split=0.5)
+    assert all_ids(tmp_path / "b") == txt_reference(tmp_path, ["".join(DOCS)], "gpt2", "one")
+
+
+def test_nested_field_empty_and_bad_records(tmp_path):
+    first, second = "the first story, told", "and the second one, told"
+    lines = [{"meta": {"body": first}}, {"meta": {"body": ""}}, {"meta": {"body": 3}},
+             {"other": 1}, {"meta": {"body": second}}]
+    source = tmp_path / "in.ndjson"
+    source.write_text("\n".join(json.dumps(r) for r in lines) + "\n\n")
+    with pytest.raises(GptlabError, match=r"line 3: field 'meta.body' is a number"):
+        prepare(source, tmp_path / "ds", tokenizer="gpt2", text_field="meta.body")
+    assert not (tmp_path / "ds").exists()
+    meta = prepare(source, tmp_path / "ds", tokenizer="gpt2", text_field="meta.body",
+                   skip_bad_records=True, split=0.5)
+    assert (meta["documents"], meta["empty_records"], meta["skipped_records"]) == (2, 1, 2)
+    assert meta["options"]["text_field"] == "meta.body"
+    assert all_ids(tmp_path / "ds") == txt_reference(tmp_path, [first, second], "gpt2")
+    with pytest.raises(GptlabError, match="holds a different dataset"):  # the field counts
+        prepare(source, tmp_path / "ds", tokenizer="gpt2", text_field="other",
+                skip_bad_records=True, split=0.5)
+
+
+def test_saved_dataset_folder_reads_its_arrow_shards(tmp_path):
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    write_records(folder / "data-00000-of-00002.arrow", DOCS[:2], "arrow")
+    write_records(folder / "data-00001-of-00002.arrow", DOCS[2:], "arrow")
+    (folder / "dataset_info.json").write_text(json.dumps({"features": {}}))
+    (folder / "state.json").write_text(json.dumps({"_data_files": [
+        {"filename": "data-00000-of-00002.arrow"}, {"filename": "data-00001-of-00002.arrow"}
+    ]}))
+    meta = prepare(folder, tmp_path / "ds", tokenizer="char", split=0.5)
+    assert meta["documents"] == 4 and meta["source_files"] == 2
+    assert all_ids(tmp_path / "ds") == txt_reference(tmp_path, DOCS, "char")
+
+
+def test_gpt2_worker_pool_packs_records_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(encode_module, "_PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(encode_module, "_ENCODE_BLOCK", 64)
+    docs = [f"Story {i}: " + "word " * (i % 17) + "\nend." for i in range(300)]
+    source = write_records(tmp_path / "in.jsonl", docs, "jsonl")
+    prepare(source, tmp_path / "ds", tokenizer="gpt2", workers=2, split=0.5)
+    assert all_ids(tmp_path / "ds") == txt_reference(tmp_path, docs, "gpt2")
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufeff"),
+                max_size=40)
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=st.lists(_TEXT.filter(bool), min_size=2, max_size=6),
+       fmt=st.sampled_from(["jsonl", "parquet"]), tokenizer=st.sampled_from(["char", "gpt2"]))
+def test_random_records_match_txt_files(tmp_path_factory, docs, fmt, tokenizer):
+    tmp_path = tmp_path_factory.mktemp("prop")
+    docs = [d * 3 for d in docs]  # enough tokens for both splits
+    source = write_records(tmp_path / f"in.{fmt}", docs, fmt)
+    prepare(source, tmp_path / "ds", tokenizer=tokenizer, split=0.5)
+    assert all_ids(tmp_path / "ds") == txt_reference(tmp_path, docs, tokenizer)
+
+
+BAD_INPUTS = {
+    "malformed json": ("in.jsonl", b'{"text": "ok"}\n{"text": oops}\n',
+                       r"in\.jsonl line 2: malformed JSON"),
+    "missing field": ("in.jsonl", b'{"body": "x", "id": 1}\n',
+                      r"line 1 has no field 'text' \(the record holds 'body', 'id'\)"),
+    "null field": ("in.jsonl", b'{"text": null}\n', r"field 'text' is a null, not a string"),
+    "list field": ("in.json", b'[{"text": ["a"]}]', r"record 0: field 'text' is a list"),
+    "bad json list": ("in.json", b'[{"text": "a"} {"text": "b"}]', r"record 1: malformed JSON"),
+    "cut json list": ("in.json", b'[{"text": "a"}, {"te', r"malformed JSON"),
+    "ragged csv": ("in.csv", b"text,id\nhello,1\nbad,2,3\n", r"in\.csv line 3: 3 fields"),
+    "truncated gz": ("in.jsonl.gz", gzip.compress(b'{"text": "hello"}\n' * 500)[:-30],
+                     r"truncated or damaged gzip file"),
+    "truncated zst": ("in.txt.zst", None, r"truncated zstd file"),
+    "compressed binary": ("in.txt.gz", gzip.compress(b"\x00\x01\x02binary" * 100),
+                          r"in\.txt\.gz looks like a binary file"),
+    "not json": ("in.jsonl", b"plain text\n", r"does not hold JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case, capsys):
+    name, data, message = BAD_INPUTS[case]
+    if data is None:
+        data = zstandard.ZstdCompressor().compress(b"hello world\n" * 1000)[:-4]
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(GptlabError, match=message):
+        prepare(tmp_path / name, tmp_path / "ds", tokenizer="gpt2")
+    assert not (tmp_path / "ds").exists()
+    assert main(["prepare", "--input", str(tmp_path / name), "--out", str(tmp_path / "ds"),
+                 "--tokenizer", "char", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_parquet_without_the_column_lists_the_columns(tmp_path):
+    pq.write_table(pa.table({"content": ["a"], "url": ["u"]}), tmp_path / "in.parquet")
+    with pytest.raises(GptlabError, match=r"no column 'text' \(its columns: content, url\)"):
+        prepare(tmp_path / "in.parquet", tmp_path / "ds", tokenizer="gpt2")
+
+
+def test_mixed_text_and_record_files_are_refused(tmp_path):
+    (tmp_path / "a.txt").write_text("plain text\n")
+    write_records(tmp_path / "b.jsonl", DOCS, "jsonl")
+    with pytest.raises(GptlabError, match=r"mixes text files .* with jsonl files"):
+        prepare(tmp_path, tmp_path / "ds")
+    meta = prepare(tmp_path, tmp_path / "ds", input_format="txt", split=0.5)
+    assert meta["input_format"] == "txt" and meta["documents"] == 2
+
+
+def test_format_override_and_missing_pyarrow(tmp_path, monkeypatch):
+    source = write_records(tmp_path / "export.data", DOCS, "jsonl")
+    meta = prepare(source, tmp_path / "ds", tokenizer="gpt2", input_format="jsonl", split=0.5)
+    assert meta["options"]["input_format"] == "jsonl" and meta["documents"] == 4
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    write_records(tmp_path / "in.parquet", DOCS, "parquet")
+    with pytest.raises(GptlabError, match=r"needs pyarrow.*pip install 'gptlab\[data\]'"):
+        prepare(tmp_path / "in.parquet", tmp_path / "ds2", tokenizer="gpt2")
+
+
+def test_cli_flags(tmp_path, capsys):
+    source = write_records(tmp_path / "in.csv", DOCS, "csv", field="story")
+    argv = ["prepare", "--input", str(source), "--out", str(tmp_path / "ds"), "--tokenizer",
+            "gpt2", "--text-field", "story", "--split", "0.5", "--no-progress"]
+    assert main(argv) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["input_format"] == "csv" and meta["text_field"] == "story"
+    assert all_ids(tmp_path / "ds") == txt_reference(tmp_path, DOCS, "gpt2")
+
+
+def test_stats_and_bpe_read_records(tmp_path, capsys):
+    source = write_records(tmp_path / "in.jsonl.gz", DOCS, "jsonl")
+    source.write_bytes(gzip.compress(source.read_bytes()))
+    assert main(["stats", str(source), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["characters"] == len("".join(DOCS))
+    assert main(["stats", str(source), "--tokenizer", "bpe", "--vocab-size", "280",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] > 0
+    prepare(source, tmp_path / "ds", tokenizer="bpe", vocab_size=280, split=0.5)
+    tok = load_tokenizer(tmp_path / "ds/tokenizer.json")
+    assert tok.decode(all_ids(tmp_path / "ds")) == "<|endoftext|>".join(DOCS)
