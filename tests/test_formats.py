@@ -239,3 +239,44 @@ def test_stats_and_bpe_read_records(tmp_path, capsys):
     prepare(source, tmp_path / "ds", tokenizer="bpe", vocab_size=280, split=0.5)
     tok = load_tokenizer(tmp_path / "ds/tokenizer.json")
     assert tok.decode(all_ids(tmp_path / "ds")) == "<|endoftext|>".join(DOCS)
+
+
+def test_packed_texts_join_pieces_without_cutting_one():
+    from gptlab.data.documents import packed_texts
+
+    pieces = ["ab", None, "c", "de", None, "fgh"]
+    assert list(packed_texts(pieces, "|", 3)) == ["ab|", "cde", "|fgh"]
+    assert list(packed_texts(["a", None, "b"], "<|endoftext|>", 1 << 20)) == [
+        "a<|endoftext|>b"
+    ]
+    assert list(packed_texts([], "", 4)) == []
+
+
+# Fragments that stress the claim packing rests on: a separator's neighbours (parts of the
+# EOT literal, the literal itself, trailing whitespace GPT-2's regex treats specially,
+# contractions, digits) and lone surrogates a JSON escape can produce.
+_FRAGMENTS = st.sampled_from(["<|endoftext|>", "<|endoftext", "|>", "<|", " ", "  ", "\n",
+                              " \n", "\r\n", "'s", "'ll", "12", "\ud83d", "\ude00", "é", "a"])
+_DOC = st.lists(st.one_of(_FRAGMENTS, st.text(max_size=8)), max_size=8).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(docs=st.lists(_DOC, min_size=1, max_size=8), size=st.integers(1, 40))
+def test_a_pack_encodes_to_its_documents_ids_joined_by_eot(docs, size):
+    """gpt2: encoding documents joined by the `<|endoftext|>` literal, in packs of any size,
+    gives each document's own ids with 50256 between them (tiktoken cuts at allowed
+    specials before its regex runs); char: the concatenation's ids."""
+    from gptlab.data.documents import packed_texts
+    from gptlab.tokenizers import CharTokenizer, GPT2Tokenizer
+
+    pieces = [p for i, doc in enumerate(docs) for p in ([None] if i else []) + [doc]]
+    gpt2 = GPT2Tokenizer()
+    expected = [i for n, doc in enumerate(docs)
+                for i in ([gpt2.eot_id] if n else []) + gpt2.encode_to_array(doc).tolist()]
+    packs = packed_texts(pieces, "<|endoftext|>", size)
+    assert [i for pack in packs for i in gpt2.encode_to_array(pack).tolist()] == expected
+    char = CharTokenizer(sorted(set("".join(docs)) | {"x"}))
+    packs = packed_texts([d for d in docs if d], "", size)
+    assert [i for pack in packs for i in char.encode_to_array(pack).tolist()] == [
+        i for doc in docs for i in char.encode_to_array(doc).tolist()
+    ]

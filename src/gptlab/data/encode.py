@@ -6,28 +6,31 @@ by the block size, not the file size. Documents are joined by the tokenizer's
 
 Where the cores go: bpe encodes batches of blocks on HF tokenizers' threads, gpt2's
 `encode_to_array` splits a block over tiktoken's threads, and a large gpt2 input is
-encoded by a pool of worker processes instead (`encode_workers`).
+encoded by a pool of worker processes instead (`encode_workers`). For char and gpt2, small
+documents (records) are first joined into packs of about `_ENCODE_BLOCK` characters, so
+each pack costs one encode call (`_PACKS_EXACTLY`).
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from gptlab.data.documents import InputFile, RecordOptions, iter_documents
+from gptlab.data.documents import InputFile, RecordOptions, iter_documents, packed_texts
 from gptlab.data.formats import RecordCounts
 from gptlab.errors import GptlabError
 from gptlab.tokenizers import GPT2Tokenizer, Tokenizer
-from gptlab.tokenizers.base import resolve_num_threads
+from gptlab.tokenizers.base import EOT, resolve_num_threads
 from gptlab.tokenizers.char import UnknownCharacterError
 
 _ENCODE_BLOCK = 1 << 20  # bytes of text per encode call (one batch item for gpt2/bpe)
@@ -35,6 +38,13 @@ _ENCODE_BLOCK = 1 << 20  # bytes of text per encode call (one batch item for gpt
 # contend on its allocator, which separate processes do not share; below this size the
 # start-up of the processes is not worth it.
 _PROCESS_MIN_BYTES = 16 << 20
+# Tokenizers for which encoding a pack of documents joined by `<|endoftext|>` (char: by
+# nothing, it has no EOT) gives exactly the documents' ids with an EOT id between them, so
+# small records are encoded many per call (`packed_texts`). char maps character by
+# character; tiktoken cuts its input at every allowed special token before its regex runs,
+# so no id spans a separator, and a document's own literal `<|endoftext|>` is id 50256 in
+# a pack as it is alone.
+_PACKS_EXACTLY = ("char", "gpt2")
 
 
 def corpus_texts(
@@ -109,10 +119,16 @@ def _encoded_blocks(
     tok: Tokenizer, pieces: Iterator[str | None], workers: int
 ) -> Iterator[np.ndarray]:
     """Token id arrays for all pieces in order (None: the tokenizer's EOT id)."""
-    if workers > 1 and tok.name == "gpt2":
-        yield from _encoded_blocks_in_processes(pieces, workers, tok.eot_id)
+    if tok.name in _PACKS_EXACTLY:
+        packs = packed_texts(pieces, EOT if tok.eot_id is not None else "", _ENCODE_BLOCK)
+        if workers > 1 and tok.name == "gpt2":
+            yield from _encoded_packs_in_processes(packs, workers)
+        else:  # one pack encodes (its encoder free of the GIL) while the next one is read
+            with ThreadPoolExecutor(1) as pool:
+                yield from _results_in_order(pool, functools.partial(_encode_block, tok),
+                                             packs, in_flight=1)
         return
-    batched = tok.name == "bpe"  # gpt2's encode_to_array is parallel on its own
+    batched = tok.name == "bpe"
     batch_len = max(4, 2 * (os.cpu_count() or 1))
     eot = np.array([tok.eot_id if tok.eot_id is not None else 0], dtype=np.int64)
     batch: list[str] = []
@@ -148,43 +164,30 @@ def _encode_batch(tok: Tokenizer, texts: list[str]) -> Iterator[np.ndarray]:
         yield np.array(ids, dtype=np.int64)
 
 
-def _gpt2_encode_pieces(pieces: list[str | None], eot: int) -> np.ndarray:
+def _gpt2_encode_pack(text: str) -> np.ndarray:
     # Cheap: `gpt2_encoding` is cached per process, and a forked worker inherits it.
-    tok = GPT2Tokenizer()
-    parts = [np.array([eot], dtype=np.int64) if p is None else
-             tok.encode_to_array(p, num_threads=1) for p in pieces]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return GPT2Tokenizer().encode_to_array(text, num_threads=1)
 
 
-def _packs(pieces: Iterator[str | None], size: int) -> Iterator[list[str | None]]:
-    """Pieces grouped into lists of about `size` characters: one task per list keeps the
-    pool's overhead small for small records."""
-    pack: list[str | None] = []
-    chars = 0
-    for piece in pieces:
-        pack.append(piece)
-        chars += 1 if piece is None else len(piece)
-        if chars >= size:
-            yield pack
-            pack, chars = [], 0
-    if pack:
-        yield pack
-
-
-def _encoded_blocks_in_processes(
-    pieces: Iterator[str | None], workers: int, eot: int
-) -> Iterator[np.ndarray]:
-    """gpt2 pieces encoded by a pool of forked processes, at most 2 packs per worker in
-    flight (memory stays bounded), results in input order."""
-    pending: deque[Future] = deque()
+def _encoded_packs_in_processes(packs: Iterator[str], workers: int) -> Iterator[np.ndarray]:
+    """gpt2 packs encoded by a pool of forked processes, results in input order."""
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         _start_workers(pool)
-        for pack in _packs(pieces, _ENCODE_BLOCK):
-            pending.append(pool.submit(_gpt2_encode_pieces, pack, eot))
-            while len(pending) > 2 * workers:
-                yield pending.popleft().result()
-        while pending:
+        yield from _results_in_order(pool, _gpt2_encode_pack, packs, in_flight=2 * workers)
+
+
+def _results_in_order(
+    pool: Executor, fn: Callable[[str], np.ndarray], packs: Iterator[str], in_flight: int
+) -> Iterator[np.ndarray]:
+    """fn(pack) for every pack, computed in `pool` with at most `in_flight` packs waiting
+    (memory stays bounded), yielded in input order."""
+    pending: deque[Future] = deque()
+    for text in packs:
+        pending.append(pool.submit(fn, text))
+        while len(pending) > in_flight:
             yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _start_workers(pool: ProcessPoolExecutor) -> None:

@@ -6,37 +6,39 @@ one document per record, the string at `text_field` (a dotted path, e.g. `meta.b
 `iter_records` streams a record file's documents: JSON Lines and CSV line by line, JSON
 element by element, Parquet and Arrow batch by batch, so memory stays bounded by a batch.
 
-Compression is found from the file's first bytes (not its name); the format from the
-name with any compression suffix removed, then checked against the content.
+Compression is found from the file's first bytes (not its name; `gptlab.data.compressed`);
+the format from the name with any compression suffix removed, then checked against the
+content.
 """
 
 from __future__ import annotations
 
-import bz2
 import csv
-import gzip
 import io
 import json
-import lzma
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
+from gptlab.data.compressed import DATA_EXTRA, READ_BYTES, compression, open_input
 from gptlab.errors import GptlabError
 
 InputFormat = Literal["auto", "txt", "jsonl", "json", "csv", "tsv", "parquet", "arrow"]
 RECORD_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow")
 DEFAULT_TEXT_FIELD = "text"
-DATA_EXTRA = "pip install 'gptlab[data]'"
 _EXTENSIONS = {
     ".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
     ".tsv": "tsv", ".parquet": "parquet", ".arrow": "arrow",
 }
 _COMPRESSED_SUFFIXES = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd"}
 _BATCH_ROWS = 1024  # Parquet/Arrow rows per batch: bounded memory, few Python calls
-_READ_BYTES = 1 << 20
+# What a reader's record position counts, for messages: "in.jsonl line 3", "in.parquet row 7".
+_PLACES = {"jsonl": "line", "json": "record", "csv": "line", "tsv": "line",
+           "parquet": "row", "arrow": "row"}
+_JSON = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"  # JSON's whitespace (str.isspace would allow more)
 
 
 @dataclass
@@ -47,131 +49,6 @@ class RecordCounts:
     empty: int = 0
     skipped: int = 0
     skipped_where: list[str] = field(default_factory=list)  # the first few, for the log
-
-
-def compression(path: Path) -> str | None:
-    """"gzip", "bzip2", "xz" or "zstd" from the file's magic bytes, or None."""
-    with open(path, "rb") as f:
-        head = f.read(10)
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    # "BZh" + level + the first block's magic: plain text may well start with "BZh9"
-    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"1AY&SY":
-        return "bzip2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        return "zstd"
-    return None
-
-
-class _Decompressed(io.RawIOBase):
-    """A decompressing reader whose read errors (a truncated or damaged stream) become one
-    GptlabError naming the file; `on_bytes` sees the compressed bytes read, for progress."""
-
-    def __init__(self, path: Path, kind: str, on_bytes: Callable[[int], None] | None):
-        self.path, self.kind = path, kind
-        self.raw = _CountingFile(open(path, "rb"), on_bytes)
-        if kind == "gzip":
-            self.stream: IO[bytes] = gzip.GzipFile(fileobj=self.raw)
-        elif kind == "bzip2":
-            self.stream = bz2.BZ2File(self.raw)
-        elif kind == "xz":
-            self.stream = lzma.LZMAFile(self.raw)
-        else:
-            try:
-                import zstandard
-            except ImportError:
-                self.raw.close()
-                raise GptlabError(
-                    f"{path} is zstd-compressed and the zstandard package is missing: "
-                    f"{DATA_EXTRA}"
-                ) from None
-            self.stream = _ZstdReader(self.raw, zstandard, path)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        try:
-            data = self.stream.read(len(buffer))
-        except GptlabError:
-            raise
-        except Exception as exc:  # EOFError, OSError, LZMAError, ZstdError: all mean damage
-            raise GptlabError(
-                f"{self.path} is a truncated or damaged {self.kind} file ({exc}): download or "
-                "compress it again"
-            ) from None
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self.stream.close()
-        self.raw.close()
-        super().close()
-
-
-class _ZstdReader:
-    """zstd frames, one after another; unlike zstandard's stream reader, a stream cut
-    inside a frame is an error, not a quiet end of data."""
-
-    def __init__(self, raw: IO[bytes], zstandard, path: Path):
-        self.raw, self.zstandard, self.path = raw, zstandard, path
-        self.obj = zstandard.ZstdDecompressor().decompressobj()
-        self.pending = b""
-        self.started = False  # inside a frame (some of its bytes were fed)
-
-    def read(self, n: int) -> bytes:
-        while len(self.pending) < n:
-            chunk = self.raw.read(_READ_BYTES)
-            if not chunk:
-                if self.started and not self.obj.eof:
-                    raise GptlabError(
-                        f"{self.path} is a truncated zstd file (its last frame is cut off): "
-                        "download or compress it again"
-                    )
-                break
-            while chunk:
-                if self.obj.eof:  # the next frame
-                    self.obj = self.zstandard.ZstdDecompressor().decompressobj()
-                self.started = True
-                self.pending += self.obj.decompress(chunk)
-                chunk = self.obj.unused_data if self.obj.eof else b""
-        data, self.pending = self.pending[:n], self.pending[n:]
-        return data
-
-    def close(self) -> None:
-        pass
-
-
-class _CountingFile(io.RawIOBase):
-    """A file whose reads are reported to `on_bytes` (for progress bars)."""
-
-    def __init__(self, f: IO[bytes], on_bytes: Callable[[int], None] | None):
-        self.f, self.on_bytes = f, on_bytes
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        n = self.f.readinto(buffer)
-        if self.on_bytes is not None and n:
-            self.on_bytes(n)
-        return n
-
-    def close(self) -> None:
-        self.f.close()
-        super().close()
-
-
-def open_input(path: Path, on_bytes: Callable[[int], None] | None = None) -> IO[bytes]:
-    """The file's bytes, decompressed when its magic bytes say it is compressed;
-    `on_bytes` is called with each count of bytes read from the file itself."""
-    kind = compression(path)
-    raw: io.RawIOBase = (
-        _Decompressed(path, kind, on_bytes) if kind else _CountingFile(open(path, "rb"), on_bytes)
-    )
-    return io.BufferedReader(raw, _READ_BYTES)
 
 
 def input_format(path: Path, override: InputFormat = "auto") -> str:
@@ -280,16 +157,21 @@ def iter_records(
     counts = counts if counts is not None else RecordCounts()
     readers = {"jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records,
                "tsv": _csv_records, "parquet": _parquet_records, "arrow": _arrow_records}
-    for record, where in readers[fmt](path, fmt, text_field, on_bytes):
-        try:
-            text = field_text(record, text_field, where)
-        except BadRecord:
-            if not skip_bad_records:
-                raise
-            counts.skipped += 1
-            if len(counts.skipped_where) < 5:
-                counts.skipped_where.append(where)
-            continue
+    flat = "." not in text_field
+    for record, position in readers[fmt](path, fmt, text_field, on_bytes):
+        # The common case without a call: a record whose undotted field is a string.
+        text = record.get(text_field) if flat and type(record) is dict else None
+        if type(text) is not str:
+            where = f"{path} {_PLACES[fmt]} {position}"
+            try:
+                text = field_text(record, text_field, where)
+            except BadRecord:
+                if not skip_bad_records:
+                    raise
+                counts.skipped += 1
+                if len(counts.skipped_where) < 5:
+                    counts.skipped_where.append(where)
+                continue
         if not text:
             counts.empty += 1
             continue
@@ -297,21 +179,35 @@ def iter_records(
         yield text
 
 
-def _jsonl_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, str]]:
+def _jsonl_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, int]]:
     with open_input(path, on_bytes) as f:
         for number, line in enumerate(f, 1):
-            if number == 1:
-                line = line.removeprefix(b"\xef\xbb\xbf")
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise GptlabError(
-                    f"{path} line {number}: malformed JSON ({_reason(exc)}): fix or delete "
-                    "that line"
-                ) from None
-            yield record, f"{path} line {number}"
+            try:  # json.loads(line) without its per-call overhead, for the common line
+                text = line.decode("utf-8")
+                record, end = _JSON.raw_decode(text)
+                if text[end:].strip(_JSON_SPACE):
+                    raise json.JSONDecodeError("Extra data", text, end)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = _odd_line(path, number, line)
+                if record is _BLANK:
+                    continue
+            yield record, number
+
+
+_BLANK = object()
+
+
+def _odd_line(path: Path, number: int, line: bytes) -> Any:
+    """A line the fast path refused: blank (_BLANK), one `json.loads` reads (leading
+    whitespace, a byte order mark, UTF-16), or malformed (GptlabError naming the line)."""
+    if not line.strip():
+        return _BLANK
+    try:
+        return json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GptlabError(
+            f"{path} line {number}: malformed JSON ({_reason(exc)}): fix or delete that line"
+        ) from None
 
 
 def _reason(exc: Exception) -> str:
@@ -320,7 +216,7 @@ def _reason(exc: Exception) -> str:
     return "not valid UTF-8"
 
 
-def _json_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, str]]:
+def _json_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, int]]:
     """The elements of a top-level JSON list, decoded one at a time from a sliding buffer."""
     with open_input(path, on_bytes) as f:
         stream = _JsonStream(io.TextIOWrapper(f, encoding="utf-8-sig"), path)
@@ -337,7 +233,7 @@ def _json_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[t
                     stream.fail(f"record {index}", "expected ',' or ']' between records")
                 stream.pos += 1
                 stream.peek()  # raw_decode does not skip leading whitespace
-            yield stream.decode(f"record {index}"), f"{path} record {index}"
+            yield stream.decode(f"record {index}"), index
             index += 1
 
 
@@ -383,12 +279,12 @@ class _JsonStream:
 
 def _read_text(reader: io.TextIOWrapper, path: Path) -> str:
     try:
-        return reader.read(_READ_BYTES)
+        return reader.read(READ_BYTES)
     except UnicodeDecodeError:
         raise GptlabError(f"{path} is not valid UTF-8: convert it to UTF-8") from None
 
 
-def _csv_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, str]]:
+def _csv_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, int]]:
     csv.field_size_limit(2**31 - 1)  # a document is one field: allow long ones
     delimiter = "\t" if fmt == "tsv" else ","
     with open_input(path, on_bytes) as f:
@@ -404,7 +300,7 @@ def _csv_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tu
                         f"{path} line {rows.line_num}: {len(row)} fields, but the header has "
                         f"{len(header)}: fix that row (quote fields holding the delimiter)"
                     )
-                yield dict(zip(header, row, strict=True)), f"{path} line {rows.line_num}"
+                yield dict(zip(header, row, strict=True)), rows.line_num
         except csv.Error as exc:
             raise GptlabError(f"{path} line {rows.line_num}: bad CSV ({exc}): fix that row") \
                 from None
@@ -432,17 +328,17 @@ def _column(path: Path, names: list[str], text_field: str) -> str:
     return top
 
 
-def _batch_records(batches, path: Path, column: str, on_rows) -> Iterator[tuple[Any, str]]:
+def _batch_records(batches, path: Path, column: str, on_rows) -> Iterator[tuple[Any, int]]:
     row = 0
     for batch in batches:
-        values = batch.column(column).to_pylist()
+        values = batch.column(column).to_pylist()  # one conversion per batch
         for value in values:
-            yield {column: value}, f"{path} row {row}"
+            yield {column: value}, row
             row += 1
         on_rows(len(values))
 
 
-def _parquet_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, str]]:
+def _parquet_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, int]]:
     _pyarrow(path)
     import pyarrow.parquet as pq
 
@@ -457,7 +353,7 @@ def _parquet_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterato
     )
 
 
-def _arrow_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, str]]:
+def _arrow_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, int]]:
     pa = _pyarrow(path)
     import pyarrow.ipc
 

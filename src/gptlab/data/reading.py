@@ -166,7 +166,10 @@ def record_texts(
 ) -> Iterator[str]:
     """One record's text as `document_texts` gives the same text read from a file of its
     own: a leading byte order mark dropped, cut into blocks at safe points, cleaned."""
-    return _cleaned(_text_blocks(text.removeprefix(UTF8_BOM), block_chars or SCAN_BLOCK),
+    block_chars = block_chars or SCAN_BLOCK
+    if not clean_steps and len(text) <= block_chars:  # most records: one block, as it is
+        return iter((text.removeprefix(UTF8_BOM),))
+    return _cleaned(_text_blocks(text.removeprefix(UTF8_BOM), block_chars),
                     clean_steps)
 
 
