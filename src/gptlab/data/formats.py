@@ -343,7 +343,9 @@ def _parquet_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterato
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        # pre_buffer (pyarrow's default) reads every row group ahead: memory would grow
+        # with the file; without it one row group at a time is in memory
+        pf = pq.ParquetFile(path, pre_buffer=False)
     except Exception as exc:  # pyarrow's ArrowInvalid and OSError: a damaged file
         raise GptlabError(f"{path} is not a readable Parquet file ({exc})") from None
     column = _column(path, pf.schema_arrow.names, text_field)
