@@ -105,3 +105,18 @@ def add_which_option(parser: argparse.ArgumentParser, help: str, name: str = "wh
     from gptlab.checkpoint import WHICH_WEIGHTS  # imports torch: not before it is needed
 
     add_option(parser, name, choices=WHICH_WEIGHTS, default="best", help=help)
+
+
+def add_record_options(parser: argparse.ArgumentParser) -> None:
+    """--format, --text-field and --skip-bad-records: how prepare and stats read records."""
+    from typing import get_args
+
+    from gptlab.data.formats import InputFormat
+
+    add_option(parser, "format", choices=get_args(InputFormat), default="auto",
+               help="input format (auto: by extension, checked by content)")
+    add_option(parser, "text_field", default=None, metavar="FIELD",
+               help="record files: the field or column holding the text, dotted for nested "
+               "fields (e.g. meta.body); None: text")
+    add_option(parser, "skip_bad_records", action="store_true",
+               help="skip (and count) records without a string text field instead of failing")

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import get_args
 
-from gptlab.cli.options import add_option, new_command
-from gptlab.data.formats import InputFormat
+from gptlab.cli.options import add_option, add_record_options, new_command
 from gptlab.data.reading import TextErrors
 from gptlab.tokenizers import TokenizerKind
 
@@ -61,13 +60,7 @@ def add_parser(subparsers) -> None:
                help="corpus cache folder (None: $GPTLAB_CACHE_DIR or ~/.cache/gptlab)")
     add_option(p, "workers", type=int, default=0,
                help="processes encoding a gpt2 input of 16 MiB or more (0: one per core)")
-    add_option(p, "format", choices=get_args(InputFormat), default="auto",
-               help="input format (auto: by extension, checked by content)")
-    add_option(p, "text_field", default=None, metavar="FIELD",
-               help="record files: the field or column holding the text, dotted for nested "
-               "fields (e.g. meta.body); None: text")
-    add_option(p, "skip_bad_records", action="store_true",
-               help="skip (and count) records without a string text field instead of failing")
+    add_record_options(p)
     add_option(p, "no_progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 

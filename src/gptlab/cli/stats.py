@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import get_args
 
-from gptlab.cli.options import add_option, new_command
-from gptlab.data.formats import InputFormat
+from gptlab.cli.options import add_option, add_record_options, new_command
 from gptlab.errors import GptlabError
 from gptlab.tokenizers import Tokenizer, TokenizerKind
 
@@ -32,12 +31,7 @@ def add_parser(subparsers) -> None:
     add_option(p, "clean", default=None, metavar="STEPS",
                help="comma-separated cleaning steps applied first (nfc,nfkc,newlines,lower,"
                     "seed,strip); None keeps text as is")
-    add_option(p, "format", choices=get_args(InputFormat), default="auto",
-               help="input format (auto: by extension, checked by content), as for prepare")
-    add_option(p, "text_field", default=None, metavar="FIELD",
-               help="record files: the (dotted) field or column holding the text; None: text")
-    add_option(p, "skip_bad_records", action="store_true",
-               help="skip records without a string text field instead of failing")
+    add_record_options(p)
     add_option(p, "json", action="store_true", help="print one JSON object instead of lines")
     p.set_defaults(func=run)
 
