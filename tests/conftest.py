@@ -66,3 +66,19 @@ def subprocess_env() -> dict[str, str]:
 def gptlab_cmd() -> list[str]:
     """The argv prefix that runs the CLI in a subprocess."""
     return [sys.executable, "-m", "gptlab"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_text):
+    """A run folder: 2 layers, 2 heads, 16 channels, block 16; random weights (seeded)."""
+    import torch
+
+    from gptlab.checkpoint import write_run
+    from gptlab.model import GPT, ModelConfig
+    from gptlab.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text(tiny_text)
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2,
+                         n_embd=16)
+    return write_run(tmp_path_factory.mktemp("runs") / "tiny-char", GPT(config), tokenizer)

@@ -11,15 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from test_serve_engine import CharEngine
 
-from gptlab.checkpoint import write_run
-from gptlab.model import GPT, ModelConfig
 from gptlab.serve.app import ServerSettings, create_app
 from gptlab.serve.engine import ModelEngine, SamplingParams
 from gptlab.serve.server import serve_in_thread
-from gptlab.tokenizers import CharTokenizer
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: "
                                 "pip install -e '.[test]'")
@@ -124,14 +120,8 @@ def test_stop_ends_the_stream_and_frees_the_server(browser):
 
 
 @pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory, tiny_text):
-    """A served run: 2 layers, 2 heads, 16 channels, block 16, random weights (seeded)."""
-    tokenizer = CharTokenizer.from_text(tiny_text)
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2,
-                         n_embd=16)
-    run_dir = write_run(tmp_path_factory.mktemp("runs") / "tiny-char", GPT(config), tokenizer)
-    return ModelEngine.from_run_dir(run_dir)
+def tiny_engine(tiny_run):
+    return ModelEngine.from_run_dir(tiny_run)
 
 
 def canvas_colours(driver, canvas_id: str) -> int:

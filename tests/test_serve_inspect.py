@@ -13,13 +13,10 @@ import torch
 from test_serve_api import ENVELOPE_KEYS, assert_error
 from test_serve_engine import CharEngine
 
-from gptlab.checkpoint import write_run
 from gptlab.inspect import attention_maps, next_token_table, token_table
-from gptlab.model import GPT, ModelConfig
 from gptlab.serve.app import ServerSettings, create_app
 from gptlab.serve.engine import ModelEngine
 from gptlab.serve.inspect import attention_json
-from gptlab.tokenizers import CharTokenizer
 
 pytestmark = pytest.mark.anyio
 
@@ -32,14 +29,8 @@ def anyio_backend():
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory, tiny_text):
-    """2 layers, 2 heads, 16 channels, block 16; random weights (seeded)."""
-    tokenizer = CharTokenizer.from_text(tiny_text)
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2,
-                         n_embd=16)
-    run_dir = write_run(tmp_path_factory.mktemp("runs") / "tiny-char", GPT(config), tokenizer)
-    return ModelEngine.from_run_dir(run_dir)
+def engine(tiny_run):
+    return ModelEngine.from_run_dir(tiny_run)
 
 
 async def post(engine, body, headers=None, **settings) -> httpx.Response:

@@ -13,12 +13,10 @@ import httpx
 import pytest
 import torch
 
-from gptlab.checkpoint import load_run, write_run
+from gptlab.checkpoint import load_run
 from gptlab.generate import generate
-from gptlab.model import GPT, ModelConfig
 from gptlab.serve.app import ServerSettings, create_app
 from gptlab.serve.engine import ModelEngine, SamplingParams
-from gptlab.tokenizers import CharTokenizer
 
 pytestmark = pytest.mark.anyio
 
@@ -26,16 +24,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_text):
-    """2 layers, 2 heads, 16 channels, block 16; random weights (seeded)."""
-    tokenizer = CharTokenizer.from_text(tiny_text)
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2,
-                         n_embd=16)
-    return write_run(tmp_path_factory.mktemp("runs") / "tiny-char", GPT(config), tokenizer)
 
 
 @pytest.fixture(scope="module")
