@@ -151,7 +151,8 @@ _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
        fmt=st.sampled_from(["jsonl", "parquet"]), tokenizer=st.sampled_from(["char", "gpt2"]))
 def test_random_records_match_txt_files(tmp_path_factory, docs, fmt, tokenizer):
     tmp_path = tmp_path_factory.mktemp("prop")
-    docs = [d * 3 for d in docs]  # enough tokens for both splits
+    # the last document makes both splits hold >= 2 tokens ("000" is one gpt2 token)
+    docs = [d * 3 for d in docs] + ["and a last document of several words"]
     source = write_records(tmp_path / f"in.{fmt}", docs, fmt)
     prepare(source, tmp_path / "ds", tokenizer=tokenizer, split=0.5)
     assert all_ids(tmp_path / "ds") == txt_reference(tmp_path, docs, tokenizer)
