@@ -1,6 +1,6 @@
-"""Load test of `gptlab serve` on loopback against a tiny model.
+"""Load test of `gptlab serve` on loopback.
 
-Two runs, each against its own `gptlab serve` process:
+Default: two runs against a tiny model, each against its own `gptlab serve` process:
 
 1. load: `--clients` concurrent clients each send `--requests` non-streamed completions
    (bounded by `--max-seconds`); the server's --max-concurrency is at least the number of
@@ -10,8 +10,15 @@ Two runs, each against its own `gptlab serve` process:
 2. over capacity: `--clients` clients fire long completions at once, `--rounds` times, at a
    server allowing `--overload-concurrency`; reports how many got 429 and how fast.
 
+With --streaming: the `lecture` preset's model (random weights), streaming clients at 1,
+4, 16 and 64 at once, 128 tokens each: aggregate tokens/s, p50/p95 time to first token
+and gap between tokens, beside `generate()` in process at the same batch sizes. With
+--baseline-src (the src/ folder of another checkout, e.g. one from before batching) each
+figure is also measured with that code, in the same run.
+
     python benchmarks/bench_serve.py                  # builds a tiny run in a temp folder
     python benchmarks/bench_serve.py --run-dir runs/x --clients 50 --requests 200
+    python benchmarks/bench_serve.py --streaming --baseline-src /tmp/old/src
 """
 
 from __future__ import annotations
@@ -52,10 +59,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def env_for(src: Path) -> dict[str, str]:
+    """The environment that makes a subprocess import gptlab from `src`."""
+    return {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
 @contextmanager
-def server_process(run_dir: Path, *options: str) -> Iterator[str]:
+def server_process(run_dir: Path, *options: str, src: Path = REPO_SRC) -> Iterator[str]:
     """A `gptlab serve` subprocess on a free loopback port; yields its URL."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO_SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = env_for(src)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gptlab", "serve", str(run_dir), "--port", "0", *options],
         env=env, stderr=subprocess.PIPE, text=True,
@@ -206,6 +218,130 @@ def print_overload_table(r: Results, concurrency: int) -> None:
           f"{sum(t <= 0.1 for t in busy)}/{len(busy)}")
 
 
+@dataclass
+class Streams:
+    """Timings of streamed completions: time to first token and the gaps between tokens."""
+
+    first_s: list[float] = field(default_factory=list)
+    gaps_s: list[float] = field(default_factory=list)
+    tokens: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+
+
+async def stream_one(url: str, body: dict, streams: Streams) -> None:
+    """POST one streamed completion on a fresh connection; read its server-sent events."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    data = json.dumps(body).encode()
+    start = time.perf_counter()
+    writer.write(f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
+                 f"application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    if " 200 " not in head.split("\r\n", 1)[0]:
+        streams.failed += 1
+        writer.close()
+        return
+    times, buffer = [], b""
+    while b"data: [DONE]" not in buffer:
+        size = int((await reader.readuntil(b"\r\n")).strip(), 16)  # chunked encoding
+        if size == 0:
+            break
+        chunk = await reader.readexactly(size + 2)
+        now = time.perf_counter()
+        for event in chunk[:-2].split(b"\n\n"):
+            if event.startswith(b"data: {"):
+                payload = json.loads(event[6:])
+                if payload["choices"] and payload["choices"][0]["text"]:
+                    times.append(now)
+                elif payload.get("usage"):
+                    streams.tokens += payload["usage"]["completion_tokens"]
+        buffer = chunk
+    writer.close()
+    if times:
+        streams.first_s.append(times[0] - start)
+        streams.gaps_s += [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+async def stream_clients(url: str, clients: int, requests: int, max_tokens: int) -> Streams:
+    """`clients` clients at once, each streaming `requests` completions one after another."""
+    streams = Streams()
+
+    async def client(c: int) -> None:
+        for i in range(requests):
+            body = {"prompt": PROMPT, "max_tokens": max_tokens, "seed": c * requests + i,
+                    "stream": True, "stream_options": {"include_usage": True}}
+            await stream_one(url, body, streams)
+
+    start = time.perf_counter()
+    await asyncio.gather(*[client(c) for c in range(clients)])
+    streams.wall_s = time.perf_counter() - start
+    return streams
+
+
+GENERATE_SCRIPT = """
+import json, sys, time, torch
+from gptlab.checkpoint import load_run
+from gptlab.generate import generate
+model, out = load_run(sys.argv[1]).model, {}
+for B in map(int, sys.argv[3:]):
+    idx = torch.zeros((B, 1), dtype=torch.long)
+    generate(model, idx, 8, seed=0)
+    start = time.perf_counter()
+    generate(model, idx, int(sys.argv[2]), seed=0)
+    out[B] = B * int(sys.argv[2]) / (time.perf_counter() - start)
+print(json.dumps(out))
+"""
+
+
+def generate_rates(src: Path, run_dir: Path, max_tokens: int, sizes: list[int]) -> dict:
+    """tokens/s of `generate(model, zeros((B, 1)), max_tokens)` with the code in `src`."""
+    out = subprocess.run([sys.executable, "-c", GENERATE_SCRIPT, str(run_dir), str(max_tokens),
+                          *map(str, sizes)], env=env_for(src), capture_output=True, text=True,
+                         check=True)
+    return {int(k): v for k, v in json.loads(out.stdout).items()}
+
+
+def make_lecture_run(out_dir: Path) -> Path:
+    """The `lecture` preset's 10.7M-parameter model, random weights, a char vocabulary."""
+    import string
+
+    import torch
+
+    from gptlab.checkpoint import write_run
+    from gptlab.model import GPT, ModelConfig
+    from gptlab.tokenizers import CharTokenizer
+    from gptlab.train.config import PRESETS
+
+    tokenizer = CharTokenizer(sorted(set(string.printable)))
+    torch.manual_seed(0)
+    config = ModelConfig(**{**PRESETS["lecture"].model, "vocab_size": tokenizer.vocab_size})
+    return write_run(out_dir / "lecture-char", GPT(config), tokenizer)
+
+
+def streaming(args: argparse.Namespace, run_dir: Path) -> None:
+    sizes = [int(c) for c in args.stream_clients.split(",")]
+    trees = [("this", REPO_SRC)] + ([("baseline", args.baseline_src)] if args.baseline_src else [])
+    print(f"{'code':9} {'clients':>7} {'tok/s':>8} {'generate':>9} {'ratio':>6} "
+          f"{'TTFT p50':>9} {'p95':>7} {'gap p50':>8} {'p95':>7} {'failed':>6}   (ms)")
+    for name, src in trees:
+        ceiling = generate_rates(src, run_dir, args.stream_tokens, sizes)
+        with server_process(run_dir, "--max-concurrency", str(max(sizes)),
+                            "--max-tokens-limit", str(args.stream_tokens), src=src) as url:
+            for clients in sizes:
+                requests = max(1, args.stream_rounds // clients)
+                r = asyncio.run(stream_clients(url, clients, requests, args.stream_tokens))
+                rate = r.tokens / r.wall_s
+                print(f"{name:9} {clients:7d} {rate:8.0f} {ceiling[clients]:9.0f} "
+                      f"{rate / ceiling[clients]:6.2f} "
+                      f"{1000 * percentile(r.first_s, 0.5):9.1f} "
+                      f"{1000 * percentile(r.first_s, 0.95):7.1f} "
+                      f"{1000 * percentile(r.gaps_s, 0.5):8.1f} "
+                      f"{1000 * percentile(r.gaps_s, 0.95):7.1f} {r.failed:6d}", flush=True)
+    print("ratio: the server's aggregate tokens/s over generate() with a batch of that many "
+          "rows, in process")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, help="run to serve (default: a tiny one)")
@@ -217,9 +353,20 @@ def main() -> None:
     parser.add_argument("--overload-concurrency", type=int, default=4)
     parser.add_argument("--overload-max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streaming", action="store_true",
+                        help="the streaming benchmark on the lecture model instead")
+    parser.add_argument("--stream-clients", default="1,4,16,64")
+    parser.add_argument("--stream-tokens", type=int, default=128)
+    parser.add_argument("--stream-rounds", type=int, default=8,
+                        help="completions per size: clients x max(1, rounds // clients)")
+    parser.add_argument("--baseline-src", type=Path,
+                        help="src/ of another checkout to measure beside this one")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO_SRC))
     with tempfile.TemporaryDirectory(prefix="gptlab-bench-serve-") as tmp:
+        if args.streaming:
+            streaming(args, args.run_dir or make_lecture_run(Path(tmp)))
+            return
         run_dir = args.run_dir or make_tiny_run(Path(tmp))
         base = baseline(run_dir, args.baseline_requests, args.max_tokens)
         limit = str(max(args.max_tokens, args.overload_max_tokens))

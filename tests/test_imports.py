@@ -27,7 +27,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train", "serve", "interop", "verify"),  # verify: whole folders, for `gptlab verify`
     ("inspect",),  # the seeds' views over model, data and tokenizers; serve shows them
     ("data", "generate", "checkpoint"),
-    ("runtime",),  # device, dtype and RNG: used by train, serve and the cli
+    ("decoding",),  # batched decoding: the KV-cache path of generate and of serve
+    ("runtime", "sampling"),  # device, dtype and RNG: used by train, serve and the cli
     ("model", "tokenizers", "text"),
     ("integrity",),  # checksums: on files, below every reader and writer of trusted files
     ("files", "checks", PACKAGE),  # PACKAGE: gptlab/__init__.py (__version__)

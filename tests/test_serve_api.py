@@ -67,7 +67,7 @@ async def test_health_models_and_playground_page():
     assert "/v1/completions" in page.text
     card = {"id": "char-test", "object": "model", "created": 0, "owned_by": "gptlab",
             "block_size": 32, "vocab_size": len(CharEngine().vocab), "tokenizer": "char",
-            "max_tokens_limit": 1024}
+            "max_tokens_limit": 1024, "max_concurrency": 16, "kv_cache_bytes": None}
     assert models.json() == {"object": "list", "data": [card]}
     assert model.json() == card
 

@@ -15,6 +15,9 @@ seed 001's `generate`: logits of the last position → `sample_next_token` → a
   padding. Generation ends once every row has finished, so the result can be shorter
   than T + max_new_tokens.
 
+The KV cache is `gptlab.decoding.DecodingEngine` with one request, so a request's tokens
+are the same here as among others in the engine (the server's batch), bitwise.
+
 The KV cache and the sliding window (`exact`). While prompt + generated tokens fit in
 block_size, the cache gives exactly the cache-free result. Past block_size the seed's loop
 crops to the last block_size tokens and re-runs them: every token's position and every
@@ -32,131 +35,21 @@ for every pos_encoding. `exact=False` (`gptlab sample --no-exact`, the server's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab.checks import is_int, is_number
-from gptlab.errors import ConfigError, GptlabError
+from gptlab.checks import is_int
+from gptlab.decoding import DecodingEngine
+from gptlab.errors import GptlabError
 from gptlab.model.gpt import GPT
+from gptlab.sampling import SEED_LIMIT, SamplingConfig, SamplingError, sample_next_token
 
-SEED_LIMIT = 2**63  # seeds lie in [0, SEED_LIMIT): what torch.Generator.manual_seed takes
-
-
-class SamplingError(ConfigError):
-    """A bad `SamplingConfig` field. `field`, `value` and `rule` let a caller word the
-    message in its own terms (the CLI as `--top-p 1.5 must be in (0, 1]`)."""
-
-    def __init__(self, field: str, value: object, rule: str) -> None:
-        super().__init__(f"{field} {rule}, got {value!r}")
-        self.field, self.value, self.rule = field, value, rule
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How to pick each new token; a bad field raises `SamplingError` on construction.
-
-    Args:
-        temperature: divides the logits; 0 means greedy.
-        top_k: keep only the k most likely tokens (clamped to the vocabulary; None: all).
-        top_p: nucleus sampling threshold in (0, 1] (None or 1: no cut).
-        seed: seeds a private generator, in [0, 2**63) (None: torch's global RNG).
-        use_cache: use the KV cache (GPT only); False runs the seed's recompute loop.
-        stop_tokens: ids that end a row; any iterable of ids, stored as a tuple.
-        start_token: the id an empty prompt starts from.
-        exact: past block_size, recompute the window (True: the seed's loop) or use the
-            rolling / restart approximation (False).
-        num_samples: continuations per prompt row (rows are repeated in place).
-    """
-
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    greedy: bool = False
-    seed: int | None = None
-    use_cache: bool = True
-    stop_tokens: tuple[int, ...] = ()
-    start_token: int = 0
-    exact: bool = True
-    num_samples: int = 1
-
-    def __post_init__(self) -> None:
-        rule = "must be a finite number >= 0 (0 means greedy)"
-        if not is_number(self.temperature) or not 0 <= self.temperature < math.inf:
-            raise SamplingError("temperature", self.temperature, rule)
-        if self.top_k is not None and not (is_int(self.top_k) and self.top_k >= 1):
-            raise SamplingError("top_k", self.top_k, "must be an integer >= 1 or None")
-        if self.top_p is not None and not (is_number(self.top_p) and 0 < self.top_p <= 1):
-            raise SamplingError("top_p", self.top_p, "must be in (0, 1]")
-        if self.seed is not None and not is_int(self.seed):
-            raise SamplingError("seed", self.seed, "must be an integer or None")
-        if self.seed is not None and not 0 <= self.seed < SEED_LIMIT:
-            raise SamplingError("seed", self.seed, "must be in [0, 2**63)")
-        for name in ("greedy", "use_cache", "exact"):
-            if not isinstance(getattr(self, name), bool):
-                raise SamplingError(name, getattr(self, name), "must be True or False")
-        try:
-            stops = () if self.stop_tokens is None else tuple(self.stop_tokens)
-        except TypeError:
-            raise SamplingError("stop_tokens", self.stop_tokens,
-                                "must be an iterable of token ids") from None
-        object.__setattr__(self, "stop_tokens", stops)  # frozen: store the normalised form
-        for token in stops:
-            if not (is_int(token) and token >= 0):
-                raise SamplingError("stop_tokens", token, "must be token ids (integers >= 0)")
-        if not (is_int(self.start_token) and self.start_token >= 0):
-            raise SamplingError("start_token", self.start_token,
-                                "must be a token id (an integer >= 0)")
-        if not (is_int(self.num_samples) and self.num_samples >= 1):
-            raise SamplingError("num_samples", self.num_samples, "must be an integer >= 1")
-
-
-def sample_next_token(
-    logits: Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Pick one token per row from (B, V) next-token logits → (B,) int64 ids.
-
-    Temperature divides the logits; top_k keeps the k most likely tokens (clamped to V);
-    top_p keeps the smallest set of most likely tokens whose probability reaches p
-    (nucleus sampling, Holtzman et al. 2019); the rest are sampled from, with `generator`
-    (None: torch's global RNG). greedy or temperature 0 returns the argmax (the lowest id
-    on ties).
-    """
-    if greedy or temperature == 0:
-        return logits.argmax(dim=-1)
-    # float64 and the row max subtracted first: a tiny temperature then sends the other
-    # logits towards -inf instead of overflowing to nan
-    logits = logits.double()
-    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # (B, V)
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1) k-th largest
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1).float()  # (B, V)
-    if top_p is not None and top_p < 1.0:
-        probs = _nucleus(probs, top_p)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
-
-
-def _nucleus(probs: Tensor, top_p: float) -> Tensor:
-    """probs (B, V) with all but the smallest most-likely set reaching `top_p` zeroed,
-    renormalised: [0.5, 0.3, 0.15, 0.05] with top_p 0.8 → [0.625, 0.375, 0, 0]."""
-    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
-    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V)
-    drop_sorted = mass_before >= top_p  # the most likely token always stays
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # vocab order
-    probs = probs.masked_fill(drop, 0.0)
-    return probs / probs.sum(dim=-1, keepdim=True)
-
+__all__ = ["SEED_LIMIT", "SamplingConfig", "SamplingError", "generate", "sample_next_token",
+           "stream"]
 
 def generate(
     model: nn.Module,
@@ -228,8 +121,11 @@ def _sample_loop(
     model: nn.Module, prompt: Tensor, max_new_tokens: int, config: SamplingConfig
 ) -> Iterator[Tensor]:
     """Seed 001's generate loop: the last position's logits → sample → append; yields
-    each step's (B,) new ids. `_Decoder` decides between KV cache and recompute."""
-    decoder = _Decoder(model, config.use_cache, config.exact)
+    each step's (B,) new ids. A GPT with the cache runs it in `DecodingEngine`."""
+    if config.use_cache and isinstance(model, GPT):
+        yield from _engine_loop(model, prompt, max_new_tokens, config)
+        return
+    decoder = _Decoder(model)
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=prompt.device).manual_seed(config.seed)
@@ -238,35 +134,41 @@ def _sample_loop(
     finished = torch.zeros(B, dtype=torch.bool, device=prompt.device)  # (B,)
     seq = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=prompt.device)
     seq[:, :T0] = prompt
-    t, n_new = T0, T0  # tokens so far; how many of them the model has not seen yet
-    for _ in range(max_new_tokens):
-        logits = decoder.next_logits(seq[:, :t], n_new)  # (B, V) at the last position
+    for t in range(T0, T0 + max_new_tokens):
+        logits = decoder.next_logits(seq[:, :t])  # (B, V) at the last position
         idx_next = sample_next_token(logits, config.temperature, config.top_k, config.top_p,
                                      config.greedy, generator)  # (B,)
         if config.stop_tokens:  # a finished row repeats its last token, its stop token
             idx_next = torch.where(finished, seq[:, t - 1], idx_next)
             finished |= torch.isin(idx_next, stop_ids)
         seq[:, t] = idx_next  # append (into a buffer allocated once)
-        t, n_new = t + 1, 1
         yield idx_next
         if config.stop_tokens and finished.all():
             return
 
 
-class _Decoder:
-    """Next-token logits for a growing sequence: KV cache, restart, or recompute."""
+def _engine_loop(
+    model: GPT, prompt: Tensor, max_new_tokens: int, config: SamplingConfig
+) -> Iterator[Tensor]:
+    """The same loop with the KV cache: one request in a `DecodingEngine` of B slots."""
+    engine = DecodingEngine(model, prompt.shape[0])
+    request = engine.add(prompt, max_new_tokens, config)
+    while not request.done:
+        if request in engine.step():
+            yield request.last_tokens
+    if request.finish_reason == "error":
+        raise GptlabError(f"generation failed: {request.error}")
 
-    def __init__(self, model: nn.Module, use_cache: bool, exact: bool) -> None:
+
+class _Decoder:
+    """Next-token logits for a growing sequence by recompute (no KV cache)."""
+
+    def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.window: int | None = getattr(model, "context_size", None)
-        self.use_cache = use_cache and isinstance(model, GPT)
-        rope = self.use_cache and model.config.pos_encoding == "rope"
-        self.rolling = self.use_cache and not exact and rope
-        self.restart = self.use_cache and not exact and not rope
-        self.cache = None
 
-    def next_logits(self, seq: Tensor, n_new: int) -> Tensor:
-        """seq (B, t): the whole sequence, whose last n_new tokens are new → (B, V).
+    def next_logits(self, seq: Tensor) -> Tensor:
+        """seq (B, t): the whole sequence → (B, V) logits for its next token.
 
         Runs in eval mode (no dropout). A model in training mode is switched for the step
         and back; one in eval mode is left alone, as switching walks every module.
@@ -276,37 +178,15 @@ class _Decoder:
             self.model.eval()
         try:
             with torch.no_grad():
-                return self._cached(seq, n_new) if self.use_cache else self._recompute(seq)
+                context = seq if self.window is None else seq[:, -self.window :]  # (B, ≤ window)
+                if isinstance(self.model, GPT):
+                    logits, _ = self.model(context, last_only=True)
+                else:
+                    logits, _ = self.model(context)
+                return logits[:, -1, :]
         finally:
             if training:
                 self.model.train()
-
-    def _recompute(self, seq: Tensor) -> Tensor:
-        context = seq if self.window is None else seq[:, -self.window :]  # (B, ≤ window)
-        if isinstance(self.model, GPT):
-            logits, _ = self.model(context, last_only=True)
-        else:
-            logits, _ = self.model(context)
-        return logits[:, -1, :]
-
-    def _run(self, tokens: Tensor) -> Tensor:
-        logits, _ = self.model(tokens, kv_cache=self.cache, last_only=True)  # (B, 1, V)
-        return logits[:, -1, :]
-
-    def _cached(self, seq: Tensor, n_new: int) -> Tensor:
-        model: GPT = self.model  # type: ignore[assignment]
-        window = model.config.block_size
-        if self.cache is None:  # prefill: the prompt's last window, processed once
-            self.cache = model.new_kv_cache(seq.shape[0], rolling=self.rolling)
-            return self._run(seq[:, -window:])
-        if self.cache.pos + n_new <= window or self.rolling:
-            return self._run(seq[:, -n_new:])
-        if self.restart:  # approximate: re-run the last half window from position 0
-            self.cache = model.new_kv_cache(seq.shape[0])
-            return self._run(seq[:, -max(1, window // 2) :])
-        self.use_cache = False  # exact: the window slides, recompute from now on
-        self.cache = None
-        return self._recompute(seq)
 
 
 def _vocab_size(model: nn.Module) -> int | None:

@@ -10,6 +10,8 @@ from pathlib import Path
 from gptlab.cli.options import add_option, add_which_option, new_command
 from gptlab.errors import GptlabError
 
+DEFAULT_MAX_CONCURRENCY = 16  # batch gains on a 2-core CPU: docs/benchmarks.md, Serving
+
 DESCRIPTION = """\
 Serve a trained run over HTTP: POST /v1/completions (OpenAI-compatible, with streaming),
 GET /v1/models, GET /health, and a playground page at /. Stop with Ctrl-C or SIGTERM.
@@ -33,8 +35,10 @@ def add_parser(subparsers) -> None:
                     "$GPTLAB_API_KEY is used if set (keeps the key out of `ps`)")
     add_option(parser, "max_tokens_limit", type=int, default=1024,
                help="the largest max_tokens a request may ask for")
-    add_option(parser, "max_concurrency", type=int, default=4,
-               help="completions generated at once; further requests get 429")
+    add_option(parser, "max_concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY,
+               help="requests served at once, further ones get 429; also the rows decoded "
+                    "together (a request's n choices wait for free rows), whose KV cache "
+                    "is allocated at start-up")
     add_which_option(parser, help="which checkpoint of the run to serve", name="checkpoint")
     add_option(parser, "device", default="cpu", help="torch device, e.g. cpu, cuda, mps")
     add_option(parser, "drain_s", type=float, default=10.0,
@@ -80,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         auth = "API key required" if settings.api_key else "no API key"
+        if engine.kv_cache_bytes is not None:
+            auth += (f"; KV cache {engine.kv_cache_bytes / 2**20:.1f} MiB for "
+                     f"{settings.max_concurrency} completions at once")
         print(f"serving {engine.model_id} on {url} ({auth}); playground: {url}/ ; "
               f"API: {url}/v1 ; Ctrl-C to stop", file=sys.stderr, flush=True)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab.model.cache import KVCache
+from gptlab.model.cache import KVCache, SlotKVCache
 from gptlab.model.config import ModelConfig
 from gptlab.model.positional import RotaryEmbedding
 
@@ -27,11 +27,17 @@ QKV = ("query", "key", "value")  # the order of c_attn's three row blocks (GPT-2
 
 
 def _rotate_qk(
-    q: Tensor, k: Tensor, rope: RotaryEmbedding | None, kv_cache: KVCache | None
+    q: Tensor, k: Tensor, rope: RotaryEmbedding | None, kv_cache: KVCache | SlotKVCache | None
 ) -> tuple[Tensor, Tensor]:
     """Rotate q and k (..., T, hs) for their absolute positions; unchanged without rope."""
     if rope is None:
         return q, k
+    if isinstance(kv_cache, SlotKVCache):  # each row at its own positions
+        assert kv_cache.cos_sin is not None
+        cos, sin = kv_cache.cos_sin  # (B, T, hs/2) each
+        if q.dim() == 4:
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs/2): the same for all heads
+        return rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
     start = kv_cache.pos if kv_cache is not None else 0  # absolute position of token 0
     cos, sin = rope.cos_sin(start, q.shape[-2])  # (T, hs/2) each
     return rope.rotate(q, cos, sin), rope.rotate(k, cos, sin)
@@ -51,7 +57,10 @@ class CausalSelfAttention(nn.Module):
         self.layer_idx = layer_idx
 
     def forward(
-        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        kv_cache: KVCache | SlotKVCache | None = None,
     ) -> Tensor:
         """(B, T, C) → (B, T, C). With `kv_cache`, x holds only the new tokens."""
         B, T, C = x.shape
@@ -61,6 +70,11 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         q, k = _rotate_qk(q, k, rope, kv_cache)  # (B, nh, T, hs) each
+        if isinstance(kv_cache, SlotKVCache):
+            k, v = kv_cache.write(self.layer_idx, k, v)  # (B, nh, cap, hs)
+            y = kv_cache.attend(q, k, v, hs**-0.5)  # (B, nh, T, hs)
+            y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+            return self.resid_dropout(self.c_proj(y))
         mask, is_causal = None, T > 1
         if kv_cache is not None:
             k, v = kv_cache.write(self.layer_idx, k, v)  # (B, nh, L, hs)
@@ -99,7 +113,10 @@ class Head(nn.Module):
         self.layer_idx = layer_idx
 
     def forward(
-        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        kv_cache: KVCache | SlotKVCache | None = None,
     ) -> Tensor:
         """(B, T, C) → this head's output (B, T, hs). With `kv_cache`, x holds only the
         new tokens, and they attend to the cached ones too."""
@@ -109,6 +126,9 @@ class Head(nn.Module):
         # the seed computes v after the softmax; the cache stores k and v together
         v = self.value(x)  # (B, T, hs)
         q, k = _rotate_qk(q, k, rope, kv_cache)  # (B, T, hs) each
+        if isinstance(kv_cache, SlotKVCache):
+            k, v = kv_cache.write(self.layer_idx, k, v, head=self.index)  # (B, cap, hs) each
+            return kv_cache.attend(q, k, v, self.head_size**-0.5)  # (B, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.write(self.layer_idx, k, v, head=self.index)  # (B, L, hs) each
         L = k.shape[1]  # keys to attend to: L == T without a cache
@@ -141,7 +161,10 @@ class MultiHeadAttention(nn.Module):
         self.register_load_state_dict_pre_hook(_split_on_load)
 
     def forward(
-        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        kv_cache: KVCache | SlotKVCache | None = None,
     ) -> Tensor:
         """(B, T, C) → (B, T, C). With `kv_cache`, x holds only the new tokens."""
         # nh heads' (B, T, hs) side by side -> (B, T, nh·hs) = (B, T, C)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from gptlab.model.attention import CausalSelfAttention, MultiHeadAttention
-from gptlab.model.cache import KVCache
+from gptlab.model.cache import KVCache, SlotKVCache
 from gptlab.model.config import ModelConfig
 from gptlab.model.feedforward import MLP
 from gptlab.model.positional import RotaryEmbedding
@@ -27,7 +27,10 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
+        self,
+        x: Tensor,
+        rope: RotaryEmbedding | None = None,
+        kv_cache: KVCache | SlotKVCache | None = None,
     ) -> Tensor:
         """(B, T, C) → (B, T, C)."""
         x = x + self.attn(self.ln_1(x), rope, kv_cache)

@@ -17,6 +17,7 @@ Two ways to use the space (capacity = block_size slots per layer):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gptlab.errors import GptlabError
@@ -96,3 +97,93 @@ class KVCache:
     def advance(self, n_new: int) -> None:
         """Record that `n_new` tokens were written to every layer."""
         self.pos += n_new
+
+
+class SlotKVCache:
+    """Keys and values for a fixed number of independent rows ("slots"), each with its own
+    length and positions: the cache of batched decoding (`gptlab.decoding`).
+
+    Buffers have shape (n_layer, S, nh, capacity, hs), allocated once. Before each forward
+    pass the caller names the slots it runs (`begin`): a contiguous range, with each row's
+    new tokens' absolute positions, the cache entries they are written to and the mask of
+    entries each query may attend to. Attention then runs over all `capacity` entries of
+    a row with that mask (`attend`): the same shapes whatever the other rows hold, which
+    keeps a row's numbers independent of the batch (see `gptlab.decoding`).
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        num_slots: int,
+        n_head: int,
+        head_size: int,
+        capacity: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        shape = (n_layer, num_slots, n_head, capacity, head_size)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.capacity = capacity
+        self.rows = slice(0, num_slots)
+        self.positions = torch.zeros(num_slots, 1, dtype=torch.long, device=device)
+        self.entries = self.positions
+        self.mask = torch.ones(num_slots, 1, 1, capacity, dtype=torch.bool, device=device)
+        self.row_index = torch.arange(num_slots, device=device)[:, None]
+        self.cos_sin: tuple[Tensor, Tensor] | None = None  # rope: set by the model
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the key and value buffers."""
+        return self.k.numel() * self.k.element_size() * 2
+
+    def begin(self, rows: slice, positions: Tensor, entries: Tensor, mask: Tensor) -> None:
+        """Set up one forward pass over the slots `rows` (B of them).
+
+        Args:
+            positions: (B, T) absolute positions of the new tokens (position encodings).
+            entries: (B, T) cache entries in [0, capacity) the new keys/values go to.
+            mask: (B, 1, T, capacity) bool, True where a query may attend to an entry.
+        """
+        self.rows, self.positions, self.entries, self.mask = rows, positions, entries, mask
+        B, T = entries.shape
+        self.row_index = torch.arange(B, device=entries.device)[:, None].expand(B, T)  # (B, T)
+        self.cos_sin = None
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy slot `src`'s keys and values to slot `dst` and clear `src`."""
+        self.k[:, dst] = self.k[:, src]
+        self.v[:, dst] = self.v[:, src]
+        self.clear(src)
+
+    def clear(self, slot: int) -> None:
+        """Zero one slot, so that stale values (a NaN) never reach a later row's matmuls."""
+        self.k[:, slot].zero_()
+        self.v[:, slot].zero_()
+
+    def write(
+        self, layer: int, k: Tensor, v: Tensor, head: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Store new keys/values (B, nh, T, hs) (or (B, T, hs) for one `head`) and return
+        the rows' whole buffers, (B, nh, capacity, hs) (or (B, capacity, hs))."""
+        k_buf, v_buf = self.k[layer, self.rows], self.v[layer, self.rows]  # (B, nh, cap, hs)
+        row = self.row_index  # (B, T)
+        if head is None:
+            # advanced indices around a slice put their dims first: (B, T, nh, hs)
+            k_buf[row, :, self.entries] = k.transpose(1, 2)
+            v_buf[row, :, self.entries] = v.transpose(1, 2)
+            return k_buf, v_buf
+        k_buf, v_buf = k_buf[:, head], v_buf[:, head]  # (B, cap, hs)
+        k_buf[row, self.entries] = k  # (B, T, hs)
+        v_buf[row, self.entries] = v
+        return k_buf, v_buf
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        """softmax(q·kᵀ·scale, masked) · v over every entry: q (B, [nh,] T, hs), k and v
+        (B, [nh,] cap, hs) → (B, [nh,] T, hs). Written out rather than SDPA: torch's CPU
+        SDPA rounds a row differently with the batch size, these matmuls do not."""
+        mask = self.mask if q.dim() == 4 else self.mask[:, 0]  # (B, [1,] T, cap)
+        att = (q @ k.transpose(-2, -1)) * scale  # (B, [nh,] T, hs) @ (.., hs, cap) -> (.., T, cap)
+        att = att.masked_fill(~mask, float("-inf"))
+        return F.softmax(att, dim=-1) @ v  # (.., T, cap) @ (.., cap, hs) -> (.., T, hs)

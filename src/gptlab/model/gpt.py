@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from gptlab.errors import GptlabError
 from gptlab.model.block import Block
-from gptlab.model.cache import KVCache
+from gptlab.model.cache import KVCache, SlotKVCache
 from gptlab.model.config import ModelConfig
 from gptlab.model.positional import RotaryEmbedding, SinusoidalPositionalEncoding
 
@@ -84,7 +84,7 @@ class GPT(nn.Module):
         targets: Tensor | None = None,
         ignore_index: int = -100,
         *,
-        kv_cache: KVCache | None = None,
+        kv_cache: KVCache | SlotKVCache | None = None,
         last_only: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Next-token logits for every position, and the loss when targets are given.
@@ -93,7 +93,8 @@ class GPT(nn.Module):
             idx: (B, T) token ids, T ≤ block_size.
             targets: (B, T) next-token ids; positions equal to `ignore_index` are skipped.
             kv_cache: generation only: `idx` holds the new tokens, which continue the
-                cached ones (positions kv_cache.pos, ...); the cache is updated.
+                cached ones (positions kv_cache.pos, ...); the cache is updated. A
+                `SlotKVCache` gives each row its own positions (`SlotKVCache.begin`).
             last_only: compute logits for the last position only (generation).
 
         Returns:
@@ -119,10 +120,12 @@ class GPT(nn.Module):
         )
         return logits, loss
 
-    def hidden_states(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+    def hidden_states(self, idx: Tensor, kv_cache: KVCache | SlotKVCache | None = None) -> Tensor:
         """(B, T) ids → the final-LayerNorm'd residual stream (B, T, C)."""
         if idx.dim() != 2:
             raise GptlabError(f"idx must be a (B, T) tensor of token ids, got {tuple(idx.shape)}")
+        if isinstance(kv_cache, SlotKVCache):
+            return self._slot_hidden_states(idx, kv_cache)
         B, T = idx.shape
         start = 0
         if kv_cache is None:
@@ -141,6 +144,21 @@ class GPT(nn.Module):
             x = block(x, self.rope, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
+        return self.transformer.ln_f(x)
+
+    def _slot_hidden_states(self, idx: Tensor, kv_cache: SlotKVCache) -> Tensor:
+        """hidden_states for rows at their own positions, kv_cache.positions (B, T)."""
+        positions = kv_cache.positions  # (B, T)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.rope is not None:
+            kv_cache.cos_sin = self.rope.cos_sin_at(positions)  # (B, T, hs/2) each
+        elif self.sinusoidal is not None:
+            x = x + self.sinusoidal(positions)  # (B, T, C)
+        else:
+            x = x + self.transformer.wpe(positions)  # (B, T, C)
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, self.rope, kv_cache)
         return self.transformer.ln_f(x)
 
     def absolute_positions(self, start: int, length: int, device: torch.device) -> Tensor | float:
@@ -169,6 +187,16 @@ class GPT(nn.Module):
         return KVCache(
             cfg.n_layer, batch_size, cfg.n_head, cfg.head_size, cfg.block_size,
             rolling=rolling, dtype=weight.dtype, device=weight.device,
+        )
+
+    def new_slot_cache(self, num_slots: int, capacity: int | None = None) -> SlotKVCache:
+        """An empty `SlotKVCache` of `num_slots` rows × `capacity` entries per layer
+        (default block_size)."""
+        cfg = self.config
+        weight = self.transformer.wte.weight
+        return SlotKVCache(
+            cfg.n_layer, num_slots, cfg.n_head, cfg.head_size, capacity or cfg.block_size,
+            dtype=weight.dtype, device=weight.device,
         )
 
     def num_parameters(self, non_embedding: bool = False) -> int:

@@ -2,11 +2,12 @@
 
 `create_app(engine, ...)` builds the ASGI app. Completions run off the event loop, in one
 worker thread per app (`Scheduler`) that takes the running requests' jobs in turn, one text
-piece (usually one token) each, so every stream advances while only one thread computes
-(threads per completion would fight over the GIL); pieces come back through an asyncio
-queue per job. At most `max_concurrency` completions run at once; a request beyond that
-gets 429 with Retry-After at once (no queue to wait in). A client that disconnects sets
-the job's cancel flag, which the worker checks before every token.
+piece (usually one token) of each of their choices per turn; the engine decodes all
+running completions in one batch (`ModelEngine`), so one forward pass serves a whole
+round of turns. Pieces come back through an asyncio queue per job. At most
+`max_concurrency` requests run at once; a request beyond that gets 429 with Retry-After at
+once (no queue to wait in). A client that disconnects sets the job's cancel flag, which
+the worker checks before every token; its decoding rows are freed at the next step.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from gptlab.errors import GptlabError
 from gptlab.generate import SEED_LIMIT
-from gptlab.serve.engine import Completion, Engine
+from gptlab.serve.engine import Completion, DecodingError, Engine
 from gptlab.serve.guards import RETRY_AFTER_S as RETRY_AFTER_S  # the name app.py had
 from gptlab.serve.guards import Slots, busy_error, check_auth, check_model, read_body
 from gptlab.serve.inspect import inspect_endpoint
@@ -67,7 +68,7 @@ class ServerSettings:
 
     api_key: str | None = None
     max_tokens_limit: int = 1024
-    max_concurrency: int = 4
+    max_concurrency: int = 16
     max_body_bytes: int = MAX_BODY_BYTES
     drain_s: float = 10.0
 
@@ -90,19 +91,25 @@ class Job:
             self.cancel.set()
 
     def steps(self) -> Iterator[None]:
-        """Run the completions one piece per step (for the scheduler); the slot is freed
-        when this ends, however it ends."""
+        """Run the completions (the request's n choices side by side), one piece of each
+        per step, for the scheduler; the slot is freed when this ends, however it ends."""
         last: list[tuple[Any, ...]] = [("end",)]
+        running = dict(enumerate(self.completions))
         try:
-            for index, completion in enumerate(self.completions):
-                for piece in completion:
+            while running and not self.cancel.is_set():
+                for index, completion in list(running.items()):
+                    piece = next(completion, None)
                     if self.cancel.is_set():
                         break
-                    self._put(("piece", index, piece))
-                    yield
-                if self.cancel.is_set():
-                    break
-                self._put(("done", index, completion))
+                    if piece is None:
+                        del running[index]
+                        self._put(("done", index, completion))
+                    else:
+                        self._put(("piece", index, piece))
+                yield
+        except DecodingError as exc:
+            logger.error("%s", exc)
+            last.insert(0, ("error", ApiError(500, str(exc), "server_error")))
         except GptlabError as exc:
             last.insert(0, ("error", ApiError(400, str(exc))))
         except Exception:
@@ -110,6 +117,8 @@ class Job:
             last.insert(0, ("error", ApiError(500, "generation failed: see the server log",
                                               "server_error")))
         finally:
+            for completion in self.completions:
+                completion.close()  # frees their decoding rows at once
             # free the slot before the reader can see the last events: a client that got
             # its answer (or its error) may send the next request at once
             self.slots.release()
@@ -175,6 +184,7 @@ class ServerState:
         self.engine = engine
         self.settings = settings
         self.slots = Slots(settings.max_concurrency)
+        engine.reserve(settings.max_concurrency)
         self.scheduler = Scheduler()
         self.jobs: set[Job] = set()
         self.shutting_down = False
@@ -211,6 +221,8 @@ def _model_card(state: ServerState) -> dict[str, Any]:
         "vocab_size": engine.vocab_size,
         "tokenizer": engine.tokenizer_name,
         "max_tokens_limit": state.settings.max_tokens_limit,
+        "max_concurrency": state.settings.max_concurrency,
+        "kv_cache_bytes": engine.kv_cache_bytes,
     }
 
 
@@ -286,13 +298,13 @@ async def _collect(
     """Wait for a non-streamed job, cancelling it if the client goes away."""
 
     async def read_all() -> list[Completion]:
-        done: list[Completion] = []
+        done: dict[int, Completion] = {}
         while (event := await job.queue.get())[0] != "end":
             if event[0] == "error":
                 raise event[1]
             if event[0] == "done":
-                done.append(event[2])
-        return done
+                done[event[1]] = event[2]
+        return [done[i] for i in sorted(done)]
 
     reader = asyncio.ensure_future(read_all())
     watcher = asyncio.ensure_future(_wait_disconnect(receive))
@@ -332,7 +344,7 @@ async def _sse_events(
 ) -> AsyncIterator[bytes]:
     """The server-sent events of a streamed job; always ends with `data: [DONE]`."""
     model = state.engine.model_id
-    done: list[Completion] = []
+    done = 0
     try:
         while (event := await job.queue.get())[0] != "end":
             kind = event[0]
@@ -340,14 +352,14 @@ async def _sse_events(
                 body = completion_body(completion_id, model, [choice(event[1], event[2], None)],
                                        None)
             elif kind == "done":
-                done.append(event[2])
+                done += 1
                 finish = event[2].finish_reason
                 body = completion_body(completion_id, model, [choice(event[1], "", finish)], None)
             else:
                 body = event[1].body()
             yield _sse(body)
-        if req.include_usage and len(done) == len(job.completions):
-            yield _sse(completion_body(completion_id, model, [], _usage(done, req.n)))
+        if req.include_usage and done == len(job.completions):
+            yield _sse(completion_body(completion_id, model, [], _usage(job.completions, req.n)))
         yield _sse("[DONE]")
     finally:
         job.cancel.set()  # a no-op when finished; frees the slot if the client went away

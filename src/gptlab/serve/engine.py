@@ -1,7 +1,8 @@
 """What the server needs from a model: encode a prompt, produce token ids, decode text.
 
 `Engine` is the small interface the HTTP layer is written against; `ModelEngine` wraps a
-gptlab run folder (model + tokenizer). `Completion` decodes the whole continuation after
+gptlab run folder (model + tokenizer) and decodes every running completion in one batch
+(`gptlab.decoding.DecodingEngine`). `Completion` decodes the whole continuation after
 every token and emits only the new suffix, holding back an incomplete UTF-8 character (a
 BPE token can end in the middle of one) and any tail that could still grow into a stop
 string, so the concatenated pieces always equal the final text.
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from gptlab.decoding import DecodingEngine
 from gptlab.errors import GptlabError
-from gptlab.generate import SamplingConfig, stream
+from gptlab.generate import SamplingConfig
 from gptlab.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
@@ -28,6 +30,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "length", "cancelled"]
+DEFAULT_ROWS = 16  # completions decoded together when the server does not say
+
+
+class DecodingError(GptlabError):
+    """Generation of one completion failed inside the model (e.g. non-finite logits); the
+    server reports it as its own fault (500), not the client's."""
 
 # What `decode` puts where the bytes so far end inside a multi-byte UTF-8 character.
 REPLACEMENT_CHAR = "\ufffd"
@@ -66,6 +74,10 @@ class Engine:
     vocab_size: int
     eot_id: int | None = None
     tokenizer_name: str = ""
+    kv_cache_bytes: int | None = None  # memory held for decoding, once `reserve` ran
+
+    def reserve(self, rows: int) -> None:
+        """Allocate what decoding `rows` completions at once needs, before the first request."""
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; raises GptlabError for text the tokenizer cannot encode."""
@@ -115,11 +127,24 @@ class Completion:
     def __next__(self) -> str:
         return next(self._pieces)
 
+    def close(self) -> None:
+        """Stop now (a no-op once finished); the engine's row for it is freed at once."""
+        self._pieces.close()
+
     def _run(self) -> Iterator[str]:
+        tokens = self.engine.generate_tokens(self.prompt_ids, self.params)
+        try:
+            yield from self._text_pieces(tokens)
+        finally:
+            close = getattr(tokens, "close", None)
+            if close is not None:
+                close()  # a generator: frees the completion's decoding row now
+
+    def _text_pieces(self, tokens: Iterator[int]) -> Iterator[str]:
         engine, stops = self.engine, self.params.stop
         ids: list[int] = []
         emitted = 0  # characters of the decoded continuation already yielded
-        for token in engine.generate_tokens(self.prompt_ids, self.params):
+        for token in tokens:
             if self.cancel.is_set():
                 self.finish_reason = "cancelled"
                 return
@@ -177,8 +202,11 @@ def safe_length(text: str, stops: tuple[str, ...]) -> int:
 class ModelEngine(Engine):
     """A gptlab model and tokenizer, e.g. from a run folder (`from_run_dir`).
 
-    Prompts are cropped to their last `block_size` tokens (the model cannot see more);
-    tokens come from `gptlab.generate.stream`, with the end-of-text token as stop token.
+    Prompts are cropped to their last `block_size` tokens (the model cannot see more).
+    Every completion is a request in one `DecodingEngine`, so all running completions
+    advance together, one forward pass per token, and each one's tokens are those
+    `gptlab.generate` gives it alone. Not thread-safe: the server calls it from its one
+    worker thread.
     """
 
     def __init__(
@@ -192,6 +220,7 @@ class ModelEngine(Engine):
         self.vocab_size = int(tokenizer.vocab_size)
         self.eot_id = tokenizer.eot_id
         self.tokenizer_name = tokenizer.name
+        self.decoder: DecodingEngine | None = None
 
     @classmethod
     def from_run_dir(
@@ -205,6 +234,10 @@ class ModelEngine(Engine):
         run = load_run(run_dir, which=which, device=device)
         return cls(run.model, run.tokenizer, model_id=run_dir.resolve().name, device=device)
 
+    def reserve(self, rows: int) -> None:
+        self.decoder = DecodingEngine(self.model, rows)
+        self.kv_cache_bytes = self.decoder.cache_bytes()
+
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text))
 
@@ -212,15 +245,28 @@ class ModelEngine(Engine):
         return self.tokenizer.decode(ids)
 
     def generate_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        """Join the batch (waiting for a free row), then yield this completion's tokens;
+        each time it has none ready, the whole batch takes a step."""
+        if self.decoder is None:
+            self.reserve(DEFAULT_ROWS)
+        decoder = self.decoder
+        assert decoder is not None
         idx = torch.tensor([prompt_ids[-self.block_size :]], dtype=torch.long, device=self.device)
         stop_tokens = () if self.eot_id is None else (self.eot_id,)
         sampling = replace(params.sampling, stop_tokens=stop_tokens)
-        tokens = stream(self.model, idx, params.max_tokens, sampling=sampling)  # idx: (1, T)
-        while True:
-            # Inference mode per step, not around the loop: the server's worker interleaves
-            # many of these generators in one thread, and grad mode is per thread.
-            with torch.inference_mode():
-                token = next(tokens, None)
-            if token is None:
-                return
-            yield int(token)
+        while decoder.free_slots == 0:
+            decoder.step()
+        request = decoder.add(idx, params.max_tokens, sampling)  # idx: (1, T)
+        start, sent = request.t, 0
+        try:
+            while True:
+                while sent == request.new_tokens and not request.done:
+                    decoder.step()
+                if sent == request.new_tokens:  # done, every token sent
+                    break
+                yield int(request.seq[0, start + sent])
+                sent += 1
+            if request.finish_reason == "error":
+                raise DecodingError(f"generation failed: {request.error}")
+        finally:
+            decoder.cancel(request)  # a no-op once finished

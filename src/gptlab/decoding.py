@@ -1,0 +1,328 @@
+"""Batched decoding: many independent requests advanced by one forward pass per step.
+
+The engine knows nothing about text: a request is a (B, T) block of prompt ids, a
+`SamplingConfig` and a token budget; `step` returns the new ids. It is also the KV-cache
+path of `gptlab.generate` (one request), so a request's tokens are the same alone or
+among others, bitwise, for every pos_encoding and both attentions.
+
+Design choices, and why:
+- One `SlotKVCache` of `num_slots` rows × (block_size + 1) entries, allocated once; a
+  request takes B slots when it joins and gives them back (zeroed) when it leaves. The
+  slots in use are kept at the front (a leaving request's holes are filled by moving the
+  last rows down), so a step runs only those. Entry block_size is scratch: rows that are
+  not decoding this step write there, unseen.
+- Each decode step runs the slots in use, padded to a multiple of `row_block` rows, (R, 1)
+  tokens at their own positions, with attention written out over all entries and a
+  per-row mask. Matmul kernels pick their method by shape: measured with torch 2.13 on
+  CPU (MKL, AVX2), a row of F.linear rounds one way alone, another in 2-3 rows, and a
+  third inside a full block of 4 rows (whatever the other rows and the row count) but
+  not in a last, partial block; SDPA rounds a row differently with the batch size;
+  LayerNorm and softmax are row-invariant. So attention avoids SDPA, and `row_block`
+  measures, for the model's own Linear shapes on its device, the smallest block whose
+  multiples give every row the same result (4 on that machine).
+- A prompt is prefilled row by row, in chunks of `prefill_chunk` tokens (one chunk per
+  request per step, so running rows are not stalled), with the same chunks alone or not.
+- Past block_size a request follows `gptlab.generate`: `exact=True` recomputes the
+  cropped window (the seed's loop), `exact=False` rolls the cache (rope) or restarts from
+  the last half window (learned, sinusoidal).
+- A request's B rows share one generator and one `sample_next_token` call, as in
+  `generate`; a row that samples a stop token repeats it until all B have stopped.
+- Logits that are not finite end that request (finish reason "error"), no other.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptlab.errors import GptlabError
+from gptlab.model.gpt import GPT
+from gptlab.sampling import SamplingConfig, sample_next_token
+
+ROW_BLOCKS = (4, 8, 16, 32, 64)  # candidates for `row_block`, smallest first
+PROBE_ROWS = 128  # row_block checks batches up to this many rows (more for larger caches)
+PREFILL_CHUNK = 64
+
+logger = logging.getLogger(__name__)
+_row_blocks: dict[tuple, int] = {}  # row_block's answers, by shapes, device and dtype
+
+
+def row_block(model: nn.Module, rows: int = 0) -> int:
+    """The smallest b in ROW_BLOCKS such that each of `model`'s Linear shapes gives every
+    row of a (b·k, in) input the same result as in a (b·K, in) one, for all k ≤ K, where
+    b·K ≥ PROBE_ROWS and ≥ `rows`: then a row's numbers do not depend on the batch when
+    every batch is padded to a multiple of b. Measured once per shape set, device and
+    dtype (milliseconds); the largest candidate, with a warning, if none passes."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    param = next(model.parameters())
+    shapes = sorted({(m.in_features, m.out_features, m.bias is not None) for m in linears})
+    top = max(rows, PROBE_ROWS)
+    key = (tuple(shapes), param.device, param.dtype, top)
+    if key not in _row_blocks:
+        _row_blocks[key] = _measure_row_block(shapes, top, param.device, param.dtype)
+    return _row_blocks[key]
+
+
+def _measure_row_block(shapes: list, rows: int, device: torch.device, dtype: torch.dtype) -> int:
+    gen = torch.Generator().manual_seed(0)
+    for b in ROW_BLOCKS:
+        top = -(-rows // b) * b  # rows rounded up to a multiple of b
+        if all(_rows_agree(shape, b, top, gen, device, dtype) for shape in shapes):
+            return b
+    logger.warning("no row block keeps matmul rows independent of the batch on %s: texts "
+                   "may differ a little under load", device)
+    return ROW_BLOCKS[-1]
+
+
+def _rows_agree(shape: tuple, b: int, top: int, gen: torch.Generator, device: torch.device,
+                dtype: torch.dtype) -> bool:
+    n_in, n_out, bias = shape
+    weight = torch.randn(n_out, n_in, generator=gen).to(device, dtype)
+    b_vec = torch.randn(n_out, generator=gen).to(device, dtype) if bias else None
+    x = torch.randn(top, n_in, generator=gen).to(device, dtype)
+    with torch.no_grad():
+        full = F.linear(x, weight, b_vec)  # (top, n_out)
+        return all(torch.equal(F.linear(x[:m], weight, b_vec), full[:m])
+                   for m in range(b, top, b))
+
+FinishReason = Literal["length", "stop", "cancelled", "error"]
+Phase = Literal["prefill", "decode", "recompute", "done"]
+
+
+@dataclass(eq=False)
+class Request:
+    """One request's state. `seq[:, :t]` holds the prompt (its last block_size tokens are
+    what the model reads) and the tokens so far; `new_tokens` counts the latter."""
+
+    seq: Tensor  # (B, T0 + max_new_tokens)
+    t: int
+    max_new_tokens: int
+    config: SamplingConfig
+    slots: list[int]
+    generator: torch.Generator | None
+    finished: Tensor  # (B,) bool: sampled a stop token
+    new_tokens: int = 0
+    phase: Phase = "prefill"
+    base: int = 0  # seq index of the token at cache position 0
+    cached: int = 0  # tokens in the cache, positions 0..cached-1 (absolute when rolling)
+    finish_reason: FinishReason | None = None
+    last_logits: Tensor | None = field(default=None, repr=False)  # (B, V), the newest step's
+    error: str | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    @property
+    def last_tokens(self) -> Tensor:
+        """The newest (B,) ids."""
+        return self.seq[:, self.t - 1]
+
+
+class DecodingEngine:
+    """Continuous batching over a fixed number of slots of one GPT.
+
+    Args:
+        model: the GPT; it is run in eval mode under no_grad (its mode is restored).
+        num_slots: rows that can decode at once (raised to a multiple of `row_block`).
+        prefill_chunk: prompt tokens a joining row processes per step (default
+            PREFILL_CHUNK, read when the engine is made).
+    """
+
+    def __init__(self, model: GPT, num_slots: int, prefill_chunk: int | None = None) -> None:
+        prefill_chunk = PREFILL_CHUNK if prefill_chunk is None else prefill_chunk
+        if not isinstance(model, GPT):
+            raise GptlabError(f"DecodingEngine needs a GPT, got {type(model).__name__}")
+        if num_slots < 1 or prefill_chunk < 1:
+            raise GptlabError(f"num_slots and prefill_chunk must be >= 1, got "
+                              f"{num_slots} and {prefill_chunk}")
+        self.model = model
+        self.window = model.config.block_size
+        self.prefill_chunk = prefill_chunk
+        self.row_block = row_block(model, num_slots)  # the same for every engine ≤ 128 rows
+        slots = -(-num_slots // self.row_block) * self.row_block  # a multiple of row_block
+        # one scratch entry past the block (see the module docstring)
+        self.cache = model.new_slot_cache(slots, self.window + 1)
+        self.num_slots = self.cache.k.shape[1]
+        self.device = self.cache.k.device
+        self.free: list[int] = list(range(self.num_slots))
+        self.running: list[Request] = []
+        self.rolling = model.config.pos_encoding == "rope"
+
+    def cache_bytes(self) -> int:
+        """Bytes of the KV cache, allocated once for all slots."""
+        return self.cache.nbytes
+
+    @property
+    def free_slots(self) -> int:
+        return len(self.free)
+
+    def add(self, prompt: Tensor, max_new_tokens: int, config: SamplingConfig) -> Request:
+        """Queue a (B, T ≥ 1) prompt on the model's device; it joins at the next `step`.
+        Raises GptlabError when fewer than B slots are free."""
+        B, T0 = prompt.shape
+        if B > len(self.free):
+            raise GptlabError(f"{B} rows asked for, {len(self.free)} of {self.num_slots} "
+                              "decoding slots free: wait for a request to finish")
+        generator = None
+        if config.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        seq = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=self.device)
+        seq[:, :T0] = prompt
+        slots, self.free = self.free[:B], self.free[B:]
+        request = Request(seq, T0, max_new_tokens, config, slots, generator,
+                          torch.zeros(B, dtype=torch.bool, device=self.device),
+                          base=max(0, T0 - self.window))
+        self.running.append(request)
+        if max_new_tokens == 0:
+            self._finish(request, "length")
+        return request
+
+    def cancel(self, request: Request) -> None:
+        """End a request now (finish reason "cancelled"); its slots are free at once."""
+        if not request.done:
+            self._finish(request, "cancelled")
+
+    def step(self) -> list[Request]:
+        """Advance every running request by one step; returns those that got a new
+        token (their `last_tokens`), including ones that finished with it."""
+        training = self.model.training
+        if training:
+            self.model.eval()
+        try:
+            with torch.no_grad():
+                logits = self._step_logits()
+        finally:
+            if training:
+                self.model.train()
+        for request, row_logits in logits:
+            self._sample(request, row_logits)
+        return [request for request, _ in logits]
+
+    def _step_logits(self) -> list[tuple[Request, Tensor]]:
+        """(request, (B, V) next-token logits) for each request that has them this step."""
+        out: list[tuple[Request, Tensor]] = []
+        phases = {phase: [r for r in self.running if r.phase == phase]
+                  for phase in ("prefill", "decode", "recompute")}  # before any changes
+        for request in phases["prefill"]:
+            row_logits = self._prefill_chunk(request)
+            if row_logits is not None:
+                out.append((request, row_logits))
+        if phases["decode"]:
+            step_logits = self._decode(phases["decode"])  # (S, V)
+            out += [(r, step_logits[r.slots]) for r in phases["decode"]]
+        for request in phases["recompute"]:
+            context = request.seq[:, request.t - self.window : request.t]  # (B, block_size)
+            logits, _ = self.model(context, last_only=True)  # (B, 1, V)
+            out.append((request, logits[:, -1, :]))
+        return out
+
+    def _prefill_chunk(self, request: Request) -> Tensor | None:
+        """Run the next chunk of the prompt for each row; the last chunk's (B, V) logits."""
+        start = request.base + request.cached
+        remaining = request.t - start
+        chunk = min(self.prefill_chunk, remaining)
+        positions = torch.arange(request.cached, request.cached + chunk, device=self.device)
+        mask = self._mask(positions[None, :])  # (1, 1, chunk, entries)
+        rows = []
+        for b, slot in enumerate(request.slots):
+            self.cache.begin(slice(slot, slot + 1), positions[None, :], positions[None, :], mask)
+            logits, _ = self.model(request.seq[b : b + 1, start : start + chunk],
+                                   kv_cache=self.cache, last_only=True)  # (1, 1, V)
+            rows.append(logits[:, -1, :])
+        request.cached += chunk
+        if chunk < remaining:
+            return None
+        request.phase = "decode"
+        return torch.cat(rows)  # (B, V)
+
+    def _decode(self, decoding: list[Request]) -> Tensor:
+        """One forward pass over the slots in use (whole row blocks): each decoding
+        row's newest token at its position; the other rows write to the scratch entry.
+        → (S, V) logits."""
+        in_use = self.num_slots - len(self.free)
+        S = max(1, -(-in_use // self.row_block)) * self.row_block  # whole blocks of rows
+        scratch = self.window
+        idx = torch.zeros(S, 1, dtype=torch.long, device=self.device)
+        positions = torch.zeros(S, 1, dtype=torch.long, device=self.device)
+        entries = torch.full((S, 1), scratch, dtype=torch.long, device=self.device)
+        for request in decoding:
+            idx[request.slots, 0] = request.last_tokens
+            positions[request.slots, 0] = request.cached
+            entries[request.slots, 0] = request.cached % self.window
+        mask = self._mask(positions)  # (S, 1, 1, entries)
+        mask[entries[:, 0] == scratch] = False
+        mask[entries[:, 0] == scratch, ..., scratch] = True  # idle rows see only scratch
+        self.cache.begin(slice(0, S), positions, entries, mask)
+        logits, _ = self.model(idx, kv_cache=self.cache, last_only=True)  # (S, 1, V)
+        for request in decoding:
+            request.cached += 1
+        return logits[:, -1, :]
+
+    def _mask(self, positions: Tensor) -> Tensor:
+        """(B, T) positions → (B, 1, T, block_size + 1): a query at position p sees the
+        entries of positions ≤ p (all block_size of them once a rolling cache wrapped)."""
+        entry = torch.arange(self.window + 1, device=self.device)  # (entries,)
+        seen = (entry <= positions[..., None]) & (entry < self.window)  # (B, T, entries)
+        return seen[:, None]
+
+    def _sample(self, request: Request, logits: Tensor) -> None:
+        """generate's step for one request: sample, handle stop tokens, append."""
+        if not torch.isfinite(logits).all():
+            request.error = "the model produced non-finite logits (NaN or inf)"
+            self._finish(request, "error")
+            return
+        request.last_logits = logits
+        cfg, t = request.config, request.t
+        idx_next = sample_next_token(logits, cfg.temperature, cfg.top_k, cfg.top_p,
+                                     cfg.greedy, request.generator)  # (B,)
+        if cfg.stop_tokens:  # a finished row repeats its last token, its stop token
+            idx_next = torch.where(request.finished, request.seq[:, t - 1], idx_next)
+            stop_ids = torch.tensor(cfg.stop_tokens, dtype=torch.long, device=self.device)
+            request.finished |= torch.isin(idx_next, stop_ids)
+        request.seq[:, t] = idx_next
+        request.t, request.new_tokens = t + 1, request.new_tokens + 1
+        if cfg.stop_tokens and bool(request.finished.all()):
+            self._finish(request, "stop")
+        elif request.new_tokens == request.max_new_tokens:
+            self._finish(request, "length")
+        else:
+            self._plan(request)
+
+    def _plan(self, request: Request) -> None:
+        """Choose how the newest token is run: cached, after a restart, or recomputed."""
+        if request.phase != "decode" or request.cached < self.window:
+            return
+        if self.rolling and not request.config.exact:
+            return  # the newest token overwrites the oldest entry
+        if not request.config.exact:  # restart: the last half window from position 0
+            request.phase, request.cached = "prefill", 0
+            request.base = request.t - max(1, self.window // 2)
+        else:  # the window slides: recompute it from now on, as the seed's loop does
+            request.phase = "recompute"
+
+    def _finish(self, request: Request, reason: FinishReason) -> None:
+        request.phase, request.finish_reason = "done", reason
+        self.running.remove(request)
+        for slot in request.slots:
+            self.cache.clear(slot)
+        self.free += request.slots
+        self._compact()
+
+    def _compact(self) -> None:
+        """Move the highest rows in use into the holes below them, so that the rows in use
+        are slots 0..n-1 and the free ones the rest, in order."""
+        owner = {slot: (r, b) for r in self.running for b, slot in enumerate(r.slots)}
+        for hole in [s for s in range(len(owner)) if s not in owner]:
+            top = max(owner)
+            request, b = owner.pop(top)
+            self.cache.move(top, hole)
+            request.slots[b] = hole
+            owner[hole] = (request, b)
+        self.free = list(range(len(owner), self.num_slots))
+
