@@ -166,7 +166,8 @@ class DecodingEngine:
         """Queue a (B, T ≥ 1) prompt on the model's device; it joins at the next `step`.
         Raises GptlabError when fewer than B slots are free."""
         B, T0 = prompt.shape
-        if B > len(self.free):
+        start = self._free_run(B)
+        if start is None:
             raise GptlabError(f"{B} rows asked for, {len(self.free)} of {self.num_slots} "
                               "decoding slots free: wait for a request to finish")
         generator = None
@@ -174,7 +175,8 @@ class DecodingEngine:
             generator = torch.Generator(device=self.device).manual_seed(config.seed)
         seq = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=self.device)
         seq[:, :T0] = prompt
-        slots, self.free = self.free[:B], self.free[B:]
+        slots = list(range(start, start + B))
+        self.free = [slot for slot in self.free if not start <= slot < start + B]
         request = Request(seq, T0, max_new_tokens, config, slots, generator,
                           torch.zeros(B, dtype=torch.bool, device=self.device),
                           base=max(0, T0 - self.window))
@@ -223,42 +225,45 @@ class DecodingEngine:
         return out
 
     def _prefill_chunk(self, request: Request) -> Tensor | None:
-        """Run the next chunk of the prompt for each row; the last chunk's (B, V) logits."""
+        """Run the next chunk of the prompt, all B rows in one forward pass (the same shapes
+        alone or among others); the last chunk's (B, V) logits."""
         start = request.base + request.cached
         remaining = request.t - start
         chunk = min(self.prefill_chunk, remaining)
+        B = len(request.slots)
         positions = torch.arange(request.cached, request.cached + chunk, device=self.device)
-        mask = self._mask(positions[None, :])  # (1, 1, chunk, entries)
-        rows = []
-        for b, slot in enumerate(request.slots):
-            self.cache.begin(slice(slot, slot + 1), positions[None, :], positions[None, :], mask)
-            logits, _ = self.model(request.seq[b : b + 1, start : start + chunk],
-                                   kv_cache=self.cache, last_only=True)  # (1, 1, V)
-            rows.append(logits[:, -1, :])
+        positions = positions.expand(B, chunk)  # (B, chunk)
+        rows = slice(request.slots[0], request.slots[-1] + 1)  # a request's slots are a run
+        self.cache.begin(rows, positions, positions, self._mask(positions))
+        logits, _ = self.model(request.seq[:, start : start + chunk], kv_cache=self.cache,
+                               last_only=True)  # (B, 1, V)
         request.cached += chunk
         if chunk < remaining:
             return None
         request.phase = "decode"
-        return torch.cat(rows)  # (B, V)
+        return logits[:, -1, :]  # (B, V)
 
     def _decode(self, decoding: list[Request]) -> Tensor:
-        """One forward pass over the slots in use (whole row blocks): each decoding
-        row's newest token at its position; the other rows write to the scratch entry.
-        → (S, V) logits."""
-        in_use = self.num_slots - len(self.free)
-        S = max(1, -(-in_use // self.row_block)) * self.row_block  # whole blocks of rows
+        """One forward pass over the slots up to the highest in use (whole row blocks):
+        each decoding row's newest token at its position; the other rows write to the
+        scratch entry. → (S, V) logits."""
+        top = max(slot for request in self.running for slot in request.slots) + 1
+        S = -(-top // self.row_block) * self.row_block  # whole blocks of rows
         scratch = self.window
-        idx = torch.zeros(S, 1, dtype=torch.long, device=self.device)
-        positions = torch.zeros(S, 1, dtype=torch.long, device=self.device)
-        entries = torch.full((S, 1), scratch, dtype=torch.long, device=self.device)
+        idx = [0] * S
+        positions = [0] * S
+        entries = [scratch] * S  # idle rows write to the scratch entry, unseen
+        groups = []  # (first row, end row, valid entries) per request: one attention call each
         for request in decoding:
-            idx[request.slots, 0] = request.last_tokens
-            positions[request.slots, 0] = request.cached
-            entries[request.slots, 0] = request.cached % self.window
-        mask = self._mask(positions)  # (S, 1, 1, entries)
-        mask[entries[:, 0] == scratch] = False
-        mask[entries[:, 0] == scratch, ..., scratch] = True  # idle rows see only scratch
-        self.cache.begin(slice(0, S), positions, entries, mask)
+            for slot, token in zip(request.slots, request.last_tokens.tolist(), strict=True):
+                idx[slot], positions[slot] = token, request.cached
+                entries[slot] = request.cached % self.window
+            length = min(request.cached + 1, self.window)
+            groups.append((request.slots[0], request.slots[-1] + 1, length))
+        as_column = dict(dtype=torch.long, device=self.device)
+        self.cache.begin(slice(0, S), torch.tensor(positions, **as_column)[:, None],
+                         torch.tensor(entries, **as_column)[:, None], sorted(groups))
+        idx = torch.tensor(idx, **as_column)[:, None]  # (S, 1)
         logits, _ = self.model(idx, kv_cache=self.cache, last_only=True)  # (S, 1, V)
         for request in decoding:
             request.cached += 1
@@ -315,14 +320,27 @@ class DecodingEngine:
         self._compact()
 
     def _compact(self) -> None:
-        """Move the highest rows in use into the holes below them, so that the rows in use
-        are slots 0..n-1 and the free ones the rest, in order."""
-        owner = {slot: (r, b) for r in self.running for b, slot in enumerate(r.slots)}
-        for hole in [s for s in range(len(owner)) if s not in owner]:
-            top = max(owner)
-            request, b = owner.pop(top)
+        """Move one-row requests from the top down into the free slots below them, so the
+        rows in use stay at the front and a step runs few idle rows. Requests of several
+        rows stay where they are: their slots remain one run (one attention call)."""
+        owner = {slot: r for r in self.running for slot in r.slots}
+        movable = sorted((s for s, r in owner.items() if len(r.slots) == 1), reverse=True)
+        for hole in range(self.num_slots):
+            if not movable or movable[0] < hole:
+                break
+            if hole in owner:
+                continue
+            top = movable.pop(0)
             self.cache.move(top, hole)
-            request.slots[b] = hole
-            owner[hole] = (request, b)
-        self.free = list(range(len(owner), self.num_slots))
+            request = owner.pop(top)
+            request.slots = [hole]
+            owner[hole] = request
+        self.free = [slot for slot in range(self.num_slots) if slot not in owner]
 
+    def _free_run(self, rows: int) -> int | None:
+        """The first slot of `rows` consecutive free slots, or None."""
+        free = set(self.free)
+        for start in range(self.num_slots - rows + 1):
+            if all(slot in free for slot in range(start, start + rows)):
+                return start
+        return None

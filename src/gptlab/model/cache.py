@@ -138,13 +138,17 @@ class SlotKVCache:
         """Bytes held by the key and value buffers."""
         return self.k.numel() * self.k.element_size() * 2
 
-    def begin(self, rows: slice, positions: Tensor, entries: Tensor, mask: Tensor) -> None:
+    def begin(self, rows: slice, positions: Tensor, entries: Tensor,
+              mask: Tensor | list[tuple[int, int, int]]) -> None:
         """Set up one forward pass over the slots `rows` (B of them).
 
         Args:
             positions: (B, T) absolute positions of the new tokens (position encodings).
             entries: (B, T) cache entries in [0, capacity) the new keys/values go to.
-            mask: (B, 1, T, capacity) bool, True where a query may attend to an entry.
+            mask: what each query attends to: a (B, 1, T, capacity) bool tensor, True
+                where a query may see an entry; or, for one new token per row (T == 1),
+                sorted (first row, end row, n) groups whose rows see their first n
+                entries (rows in no group are idle and get zeros).
         """
         self.rows, self.positions, self.entries, self.mask = rows, positions, entries, mask
         B, T = entries.shape
@@ -180,9 +184,25 @@ class SlotKVCache:
         return k_buf, v_buf
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-        """softmax(q·kᵀ·scale, masked) · v over every entry: q (B, [nh,] T, hs), k and v
-        (B, [nh,] cap, hs) → (B, [nh,] T, hs). Written out rather than SDPA: torch's CPU
-        SDPA rounds a row differently with the batch size, these matmuls do not."""
+        """softmax(q·kᵀ·scale, masked) · v: q (B, [nh,] T, hs), k and v (B, [nh,] cap, hs)
+        → (B, [nh,] T, hs). With a mask, written out over every entry (torch's CPU SDPA
+        rounds a row differently with the batch size; these matmuls do not); with groups,
+        one SDPA call per group (a request's rows) over exactly its valid entries: the
+        same shapes whatever else is in the batch, and no work on empty entries."""
+        if isinstance(self.mask, list):
+            if q.dim() == 3:  # one head's (B, T, hs): as (B, 1, T, hs)
+                return self.attend(q[:, None], k[:, None], v[:, None], scale)[:, 0]
+            pieces, done = [], 0
+            for first, end, n in self.mask:
+                if first > done:  # idle rows: zeros
+                    pieces.append(q.new_zeros(first - done, *q.shape[1:]))
+                r = slice(first, end)  # 4-d (rows, nh, 1, hs): torch's fused CPU kernel
+                pieces.append(F.scaled_dot_product_attention(q[r], k[r, :, :n], v[r, :, :n],
+                                                             scale=scale))
+                done = end
+            if done < q.shape[0]:
+                pieces.append(q.new_zeros(q.shape[0] - done, *q.shape[1:]))
+            return torch.cat(pieces)
         mask = self.mask if q.dim() == 4 else self.mask[:, 0]  # (B, [1,] T, cap)
         att = (q @ k.transpose(-2, -1)) * scale  # (B, [nh,] T, hs) @ (.., hs, cap) -> (.., T, cap)
         att = att.masked_fill(~mask, float("-inf"))
