@@ -59,7 +59,8 @@ def prompt_of(i: int, length: int) -> torch.Tensor:
 def alone(model: GPT, i: int) -> tuple[torch.Tensor, str]:
     """Request i through `generate` by itself: its new ids (B, n) and finish reason."""
     length, max_new, fields = REQUESTS[i]
-    out = generate(model, prompt_of(i, length), max_new, **fields)[:, length:]
+    out = generate(model, prompt_of(i, length), max_new, batch_invariant=True,
+                   **fields)[:, length:]
     stops = fields.get("stop_tokens", ())
     stopped = bool(stops) and all(bool(torch.isin(row, torch.tensor(stops)).any()) for row in out)
     return out, "stop" if stopped else "length"
@@ -206,5 +207,40 @@ def test_rows_in_use_stay_at_the_front_and_a_step_runs_only_those():
     for i in (1, 4, 5):
         while not requests[i].done:
             engine.step()
-        assert torch.equal(requests[i].seq[:, 3:], generate(model, prompt_of(i, 3), 10 + i,
-                                                             greedy=True)[:, 3:])
+        alone = generate(model, prompt_of(i, 3), 10 + i, greedy=True, batch_invariant=True)
+        assert torch.equal(requests[i].seq[:, 3:], alone[:, 3:])
+
+
+def test_generate_pads_to_row_blocks_only_when_asked():
+    model = tiny_model("rope", "fused")
+    rows = []
+    hook = model.lm_head.register_forward_hook(lambda _m, _i, out: rows.append(out.shape[0]))
+    try:
+        generate(model, prompt_of(0, 3), 4, seed=1)
+        fast = list(rows)
+        rows.clear()
+        generate(model, prompt_of(0, 3), 4, seed=1, batch_invariant=True)
+    finally:
+        hook.remove()
+    assert fast == [1, 1, 1, 1]  # prefill, then 3 steps of exactly the one row
+    block = DecodingEngine(model, 1).row_block
+    assert rows == [1, block, block, block]  # prefill alone, then whole row blocks
+
+
+def test_drawing_many_requests_at_once_equals_multinomial_for_each():
+    from gptlab.sampling import draw_tokens, next_token_probs
+
+    for trial in range(60):
+        g = torch.Generator().manual_seed(trial)
+        V = int(torch.randint(2, 300, (1,), generator=g))
+        sizes = torch.randint(1, 4, (int(torch.randint(1, 6, (1,), generator=g)),),
+                              generator=g).tolist()
+        logits = torch.randn(sum(sizes), V, generator=g) * 3
+        top_k, top_p = (5 if trial % 3 == 0 else None), (0.9 if trial % 2 else None)
+        probs = next_token_probs(logits, 0.8, top_k, top_p)
+        seeds = [trial * 10 + i for i in range(len(sizes))]
+        one_by_one = [torch.multinomial(p, 1, generator=torch.Generator().manual_seed(s))
+                      for p, s in zip(probs.split(sizes), seeds, strict=True)]
+        together = draw_tokens(probs, [(n, torch.Generator().manual_seed(s))
+                                       for n, s in zip(sizes, seeds, strict=True)])
+        assert torch.equal(together, torch.cat(one_by_one).squeeze(-1)), trial

@@ -157,3 +157,29 @@ def test_non_finite_logits_end_only_that_completion(tiny_run):
     assert "".join(pieces) == good.text == expected
     assert engine.decoder.free_slots == engine.decoder.num_slots
     assert torch.isfinite(engine.decoder.cache.k).all()
+
+
+def test_generate_with_batch_invariant_gives_the_served_numbers(tiny_run):
+    engine = ModelEngine.from_run_dir(tiny_run)
+    engine.reserve(8)
+    prompt = "First Citizen:"
+    ids = engine.encode(prompt)
+    served = engine.decoder.add(torch.tensor([ids]), 20, SamplingParams(seed=3).sampling)
+    others = [engine.decoder.add(torch.tensor([ids[:k]]), 30, SamplingParams(seed=k).sampling)
+              for k in (2, 5, 9)]
+    logits = []
+    while not served.done:
+        engine.decoder.step()
+        logits.append(served.last_logits)
+    assert all(not r.done for r in others)  # they ran beside it all along
+    from gptlab.generate import stream
+
+    alone = []
+    hook = engine.model.lm_head.register_forward_hook(
+        lambda _m, _i, out: alone.append(out[0, -1].clone()))
+    try:
+        tokens = list(stream(engine.model, torch.tensor([ids]), 20, seed=3, batch_invariant=True))
+    finally:
+        hook.remove()
+    assert torch.equal(torch.cat(tokens), served.seq[0, len(ids):])
+    assert all(torch.equal(a, s[0]) for a, s in zip(alone, logits, strict=True))

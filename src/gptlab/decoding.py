@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from gptlab.errors import GptlabError
 from gptlab.model.gpt import GPT
-from gptlab.sampling import SamplingConfig, sample_next_token
+from gptlab.sampling import SamplingConfig, draw_tokens, next_token_probs
 
 ROW_BLOCKS = (4, 8, 16, 32, 64)  # candidates for `row_block`, smallest first
 PROBE_ROWS = 128  # row_block checks batches up to this many rows (more for larger caches)
@@ -132,9 +132,13 @@ class DecodingEngine:
         num_slots: rows that can decode at once (raised to a multiple of `row_block`).
         prefill_chunk: prompt tokens a joining row processes per step (default
             PREFILL_CHUNK, read when the engine is made).
+        batch_invariant: pad steps to whole row blocks, so that a request's numbers do
+            not depend on what else runs (the server); False runs exactly the rows in use
+            (one request alone: `gptlab.generate`'s default).
     """
 
-    def __init__(self, model: GPT, num_slots: int, prefill_chunk: int | None = None) -> None:
+    def __init__(self, model: GPT, num_slots: int, prefill_chunk: int | None = None,
+                 *, batch_invariant: bool = True) -> None:
         prefill_chunk = PREFILL_CHUNK if prefill_chunk is None else prefill_chunk
         if not isinstance(model, GPT):
             raise GptlabError(f"DecodingEngine needs a GPT, got {type(model).__name__}")
@@ -144,7 +148,8 @@ class DecodingEngine:
         self.model = model
         self.window = model.config.block_size
         self.prefill_chunk = prefill_chunk
-        self.row_block = row_block(model, num_slots)  # the same for every engine ≤ 128 rows
+        # the same for every engine of up to PROBE_ROWS rows
+        self.row_block = row_block(model, num_slots) if batch_invariant else 1
         slots = -(-num_slots // self.row_block) * self.row_block  # a multiple of row_block
         # one scratch entry past the block (see the module docstring)
         self.cache = model.new_slot_cache(slots, self.window + 1)
@@ -202,8 +207,7 @@ class DecodingEngine:
         finally:
             if training:
                 self.model.train()
-        for request, row_logits in logits:
-            self._sample(request, row_logits)
+        self._sample(logits)
         return [request for request, _ in logits]
 
     def _step_logits(self) -> list[tuple[Request, Tensor]]:
@@ -276,16 +280,41 @@ class DecodingEngine:
         seen = (entry <= positions[..., None]) & (entry < self.window)  # (B, T, entries)
         return seen[:, None]
 
-    def _sample(self, request: Request, logits: Tensor) -> None:
-        """generate's step for one request: sample, handle stop tokens, append."""
-        if not torch.isfinite(logits).all():
-            request.error = "the model produced non-finite logits (NaN or inf)"
-            self._finish(request, "error")
+    def _sample(self, step: list[tuple[Request, Tensor]]) -> None:
+        """generate's sampling step for every request that has logits: requests with the
+        same settings are sampled together (`sampling.draw_tokens`: the same ids as one by
+        one), then each handles its stop tokens and appends."""
+        if not step:
             return
-        request.last_logits = logits
+        finite = torch.isfinite(torch.cat([logits for _, logits in step])).all(dim=-1).tolist()
+        groups: dict[tuple, list[tuple[Request, Tensor]]] = {}
+        row = 0
+        for request, logits in step:
+            rows = logits.shape[0]
+            if not all(finite[row : row + rows]):
+                request.error = "the model produced non-finite logits (NaN or inf)"
+                self._finish(request, "error")
+            else:
+                cfg = request.config
+                greedy = cfg.greedy or cfg.temperature == 0
+                key = (greedy,) if greedy else (cfg.temperature, cfg.top_k, cfg.top_p)
+                groups.setdefault(key, []).append((request, logits))
+            row += rows
+        for key, members in groups.items():
+            logits = torch.cat([logits for _, logits in members])  # (R, V)
+            if key[0] is True:
+                ids = logits.argmax(dim=-1)
+            else:
+                probs = next_token_probs(logits, *key)  # (R, V)
+                ids = draw_tokens(probs, [(lg.shape[0], r.generator) for r, lg in members])
+            for (request, logits), idx_next in zip(
+                    members, ids.split([lg.shape[0] for _, lg in members]), strict=True):
+                request.last_logits = logits
+                self._append(request, idx_next)
+
+    def _append(self, request: Request, idx_next: Tensor) -> None:
+        """Stop tokens, then the (B,) new ids appended; finish or plan the next step."""
         cfg, t = request.config, request.t
-        idx_next = sample_next_token(logits, cfg.temperature, cfg.top_k, cfg.top_p,
-                                     cfg.greedy, request.generator)  # (B,)
         if cfg.stop_tokens:  # a finished row repeats its last token, its stop token
             idx_next = torch.where(request.finished, request.seq[:, t - 1], idx_next)
             stop_ids = torch.tensor(cfg.stop_tokens, dtype=torch.long, device=self.device)

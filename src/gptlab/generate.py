@@ -15,8 +15,10 @@ seed 001's `generate`: logits of the last position → `sample_next_token` → a
   padding. Generation ends once every row has finished, so the result can be shorter
   than T + max_new_tokens.
 
-The KV cache is `gptlab.decoding.DecodingEngine` with one request, so a request's tokens
-are the same here as among others in the engine (the server's batch), bitwise.
+The KV cache is `gptlab.decoding.DecodingEngine` with one request: the server's engine.
+With `batch_invariant=True` it pads each step as the server does, so a request's tokens
+are bitwise those the server gives it; by default it runs exactly the B rows asked for
+(on CPU one row alone is about twice as fast as a padded block of 4).
 
 The KV cache and the sliding window (`exact`). While prompt + generated tokens fit in
 block_size, the cache gives exactly the cache-free result. Past block_size the seed's loop
@@ -151,7 +153,7 @@ def _engine_loop(
     model: GPT, prompt: Tensor, max_new_tokens: int, config: SamplingConfig
 ) -> Iterator[Tensor]:
     """The same loop with the KV cache: one request in a `DecodingEngine` of B slots."""
-    engine = DecodingEngine(model, prompt.shape[0])
+    engine = DecodingEngine(model, prompt.shape[0], batch_invariant=config.batch_invariant)
     request = engine.add(prompt, max_new_tokens, config)
     while not request.done:
         if request in engine.step():

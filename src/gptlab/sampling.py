@@ -42,6 +42,9 @@ class SamplingConfig:
         exact: past block_size, recompute the window (True: the seed's loop) or use the
             rolling / restart approximation (False).
         num_samples: continuations per prompt row (rows are repeated in place).
+        batch_invariant: pad each step to whole row blocks (`gptlab.decoding`), so the
+            tokens are bitwise those `gptlab serve` gives the same request, alone or under
+            load; costs speed for one row on CPU (4 rows computed), so off by default.
     """
 
     temperature: float = 1.0
@@ -54,6 +57,7 @@ class SamplingConfig:
     start_token: int = 0
     exact: bool = True
     num_samples: int = 1
+    batch_invariant: bool = False
 
     def __post_init__(self) -> None:
         rule = "must be a finite number >= 0 (0 means greedy)"
@@ -67,7 +71,7 @@ class SamplingConfig:
             raise SamplingError("seed", self.seed, "must be an integer or None")
         if self.seed is not None and not 0 <= self.seed < SEED_LIMIT:
             raise SamplingError("seed", self.seed, "must be in [0, 2**63)")
-        for name in ("greedy", "use_cache", "exact"):
+        for name in ("greedy", "use_cache", "exact", "batch_invariant"):
             if not isinstance(getattr(self, name), bool):
                 raise SamplingError(name, getattr(self, name), "must be True or False")
         try:
@@ -104,6 +108,15 @@ def sample_next_token(
     """
     if greedy or temperature == 0:
         return logits.argmax(dim=-1)
+    probs = next_token_probs(logits, temperature, top_k, top_p)  # (B, V)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+
+
+def next_token_probs(
+    logits: Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
+) -> Tensor:
+    """The (B, V) float32 distribution `sample_next_token` draws from; each row computed on
+    its own (the same numbers for a row alone or among others)."""
     # float64 and the row max subtracted first: a tiny temperature then sends the other
     # logits towards -inf instead of overflowing to nan
     logits = logits.double()
@@ -114,7 +127,21 @@ def sample_next_token(
     probs = F.softmax(logits, dim=-1).float()  # (B, V)
     if top_p is not None and top_p < 1.0:
         probs = _nucleus(probs, top_p)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+    return probs
+
+
+def draw_tokens(probs: Tensor, generators: list[tuple[int, torch.Generator | None]]) -> Tensor:
+    """One id per row of (R, V) probs, for several requests at once → (R,) int64.
+
+    `generators` gives each request's row count and generator, in row order. The ids are
+    those `torch.multinomial(probs_rows, 1, generator=g)` gives each request alone: it
+    draws one sample as argmax(p / q), q ~ Exp(1) elementwise (the exponential race,
+    pytorch#11931), which is what this does, one noise draw per request, then one argmax
+    for all rows (tests check the two agree)."""
+    noise = torch.cat([torch.empty_like(rows).exponential_(1, generator=generator)
+                       for rows, (_, generator) in zip(
+                           probs.split([n for n, _ in generators]), generators, strict=True)])
+    return (probs / noise).argmax(dim=-1)
 
 
 def _nucleus(probs: Tensor, top_p: float) -> Tensor:
