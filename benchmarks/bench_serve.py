@@ -321,13 +321,17 @@ def make_lecture_run(out_dir: Path) -> Path:
 
 def streaming(args: argparse.Namespace, run_dir: Path) -> None:
     sizes = [int(c) for c in args.stream_clients.split(",")]
-    trees = [("this", REPO_SRC)] + ([("baseline", args.baseline_src)] if args.baseline_src else [])
+    trees = [("this", REPO_SRC, [])]
+    if args.no_invariant:
+        trees.append(("this, --no-batch-invariant", REPO_SRC, ["--no-batch-invariant"]))
+    if args.baseline_src:
+        trees.append(("baseline", args.baseline_src, []))
     print(f"{'code':9} {'clients':>7} {'tok/s':>8} {'generate':>9} {'ratio':>6} "
           f"{'TTFT p50':>9} {'p95':>7} {'gap p50':>8} {'p95':>7} {'failed':>6}   (ms)")
-    for name, src in trees:
+    for name, src, options in trees:
         ceiling = generate_rates(src, run_dir, args.stream_tokens, sizes)
-        with server_process(run_dir, "--max-concurrency", str(max(sizes)),
-                            "--max-tokens-limit", str(args.stream_tokens), src=src) as url:
+        with server_process(run_dir, "--max-concurrency", str(max(sizes)), "--max-tokens-limit",
+                            str(args.stream_tokens), *options, src=src) as url:
             for clients in sizes:
                 requests = max(1, args.stream_rounds // clients)
                 r = asyncio.run(stream_clients(url, clients, requests, args.stream_tokens))
@@ -359,6 +363,8 @@ def main() -> None:
     parser.add_argument("--stream-tokens", type=int, default=128)
     parser.add_argument("--stream-rounds", type=int, default=8,
                         help="completions per size: clients x max(1, rounds // clients)")
+    parser.add_argument("--no-invariant", action="store_true",
+                        help="also measure this code's server with --no-batch-invariant")
     parser.add_argument("--baseline-src", type=Path,
                         help="src/ of another checkout to measure beside this one")
     args = parser.parse_args()

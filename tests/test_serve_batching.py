@@ -183,3 +183,23 @@ def test_generate_with_batch_invariant_gives_the_served_numbers(tiny_run):
         hook.remove()
     assert torch.equal(torch.cat(tokens), served.seq[0, len(ids):])
     assert all(torch.equal(a, s[0]) for a, s in zip(alone, logits, strict=True))
+
+
+def test_no_batch_invariant_decodes_exactly_the_rows_in_use(tiny_run, monkeypatch):
+    import gptlab.serve.server
+    from gptlab.cli import main
+
+    engine = ModelEngine.from_run_dir(tiny_run)
+    monkeypatch.setattr(ModelEngine, "from_run_dir", staticmethod(lambda *a, **k: engine))
+    monkeypatch.setattr(gptlab.serve.server, "run_server", lambda *a, **k: None)
+    assert main(["serve", str(tiny_run), "--no-batch-invariant", "--max-concurrency", "3"]) == 0
+    assert engine.decoder.row_block == 1 and engine.decoder.num_slots == 3
+    rows = []
+    hook = engine.model.lm_head.register_forward_hook(lambda _m, _i, out: rows.append(out.shape[0]))
+    try:
+        engine.complete("All:", SamplingParams(max_tokens=3, seed=0)).read()
+    finally:
+        hook.remove()
+    assert rows == [1, 1, 1]  # prefill, then two steps of the one row: no padding
+    assert main(["serve", str(tiny_run), "--max-concurrency", "3"]) == 0  # the default
+    assert engine.decoder.row_block > 1

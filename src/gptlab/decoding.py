@@ -1,32 +1,36 @@
 """Batched decoding: many independent requests advanced by one forward pass per step.
 
 The engine knows nothing about text: a request is a (B, T) block of prompt ids, a
-`SamplingConfig` and a token budget; `step` returns the new ids. It is also the KV-cache
-path of `gptlab.generate` (one request), so a request's tokens are the same alone or
-among others, bitwise, for every pos_encoding and both attentions.
+`SamplingConfig` and a token budget; `step` returns the new ids. It is the server's
+batch (`gptlab serve`) and the KV-cache path of `gptlab.generate` (one request). With
+`batch_invariant` (the server) a request's tokens are the same alone or among others,
+bitwise, for every pos_encoding and both attentions.
 
 Design choices, and why:
 - One `SlotKVCache` of `num_slots` rows × (block_size + 1) entries, allocated once; a
-  request takes B slots when it joins and gives them back (zeroed) when it leaves. The
-  slots in use are kept at the front (a leaving request's holes are filled by moving the
-  last rows down), so a step runs only those. Entry block_size is scratch: rows that are
-  not decoding this step write there, unseen.
-- Each decode step runs the slots in use, padded to a multiple of `row_block` rows, (R, 1)
-  tokens at their own positions, with attention written out over all entries and a
-  per-row mask. Matmul kernels pick their method by shape: measured with torch 2.13 on
-  CPU (MKL, AVX2), a row of F.linear rounds one way alone, another in 2-3 rows, and a
-  third inside a full block of 4 rows (whatever the other rows and the row count) but
-  not in a last, partial block; SDPA rounds a row differently with the batch size;
-  LayerNorm and softmax are row-invariant. So attention avoids SDPA, and `row_block`
-  measures, for the model's own Linear shapes on its device, the smallest block whose
-  multiples give every row the same result (4 on that machine).
-- A prompt is prefilled row by row, in chunks of `prefill_chunk` tokens (one chunk per
-  request per step, so running rows are not stalled), with the same chunks alone or not.
+  request takes a run of B slots when it joins and gives them back (zeroed) when it
+  leaves. One-row requests are moved down into the holes others leave, so the rows in
+  use stay at the front and a step runs few idle ones. Entry block_size is scratch: rows
+  that are not decoding this step write there, unseen.
+- Each decode step runs the slots up to the highest in use, (R, 1) tokens at their own
+  positions, R padded to a multiple of `row_block`. Matmul kernels pick their method by
+  shape: measured with torch 2.13 on CPU (MKL, AVX2), a row of F.linear rounds one way
+  alone, another in 2-3 rows, and a third inside a full block of 4 rows (whatever the
+  other rows and the row count) but not in a last, partial block. `row_block` measures,
+  for the model's own Linear shapes on its device, the smallest block whose multiples
+  give every row the same result (4 there). LayerNorm and softmax are row-invariant.
+- Attention: one fused SDPA call per request over exactly its valid entries, so its
+  shapes never depend on the batch (SDPA over a padded batch with a mask rounds a row
+  differently with the batch size; so does a shorter or longer masked length).
+- A prompt is prefilled in chunks of `prefill_chunk` tokens, all B rows of a request in
+  one pass (one chunk per request per step, so running rows are not stalled), with
+  written-out masked attention; the same chunks alone or not.
 - Past block_size a request follows `gptlab.generate`: `exact=True` recomputes the
   cropped window (the seed's loop), `exact=False` rolls the cache (rope) or restarts from
   the last half window (learned, sinusoidal).
-- A request's B rows share one generator and one `sample_next_token` call, as in
-  `generate`; a row that samples a stop token repeats it until all B have stopped.
+- Sampling: requests with the same settings are sampled together, each with its own
+  generator (`sampling.draw_tokens`: the ids `torch.multinomial` gives each alone); a
+  row that samples a stop token repeats it until all B rows of its request have stopped.
 - Logits that are not finite end that request (finish reason "error"), no other.
 """
 

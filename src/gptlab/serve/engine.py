@@ -221,6 +221,8 @@ class ModelEngine(Engine):
         self.eot_id = tokenizer.eot_id
         self.tokenizer_name = tokenizer.name
         self.decoder: DecodingEngine | None = None
+        # pad steps to whole row blocks: the same text alone or under load (`reserve`)
+        self.batch_invariant = True
 
     @classmethod
     def from_run_dir(
@@ -235,7 +237,7 @@ class ModelEngine(Engine):
         return cls(run.model, run.tokenizer, model_id=run_dir.resolve().name, device=device)
 
     def reserve(self, rows: int) -> None:
-        self.decoder = DecodingEngine(self.model, rows)
+        self.decoder = DecodingEngine(self.model, rows, batch_invariant=self.batch_invariant)
         self.kv_cache_bytes = self.decoder.cache_bytes()
 
     def encode(self, text: str) -> list[int]:
