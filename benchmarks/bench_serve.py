@@ -283,27 +283,41 @@ GENERATE_SCRIPT = """
 import json, sys, time, torch
 from gptlab.checkpoint import load_run
 from gptlab.generate import generate
-model, out = load_run(sys.argv[1]).model, {}
-for B in map(int, sys.argv[3:]):
-    idx = torch.zeros((B, 1), dtype=torch.long)
+device = sys.argv[3]
+model, out = load_run(sys.argv[1], device=device).model, {}
+sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+for B in map(int, sys.argv[4:]):
+    idx = torch.zeros((B, 1), dtype=torch.long, device=device)
     generate(model, idx, 8, seed=0)
+    sync()
     start = time.perf_counter()
     generate(model, idx, int(sys.argv[2]), seed=0)
+    sync()
     out[B] = B * int(sys.argv[2]) / (time.perf_counter() - start)
 print(json.dumps(out))
 """
 
 
-def generate_rates(src: Path, run_dir: Path, max_tokens: int, sizes: list[int]) -> dict:
+def generate_rates(src: Path, run_dir: Path, max_tokens: int, sizes: list[int],
+                   device: str = "cpu") -> dict:
     """tokens/s of `generate(model, zeros((B, 1)), max_tokens)` with the code in `src`."""
     out = subprocess.run([sys.executable, "-c", GENERATE_SCRIPT, str(run_dir), str(max_tokens),
-                          *map(str, sizes)], env=env_for(src), capture_output=True, text=True,
-                         check=True)
+                          device, *map(str, sizes)], env=env_for(src), capture_output=True,
+                         text=True, check=True)
     return {int(k): v for k, v in json.loads(out.stdout).items()}
 
 
-def make_lecture_run(out_dir: Path) -> Path:
-    """The `lecture` preset's 10.7M-parameter model, random weights, a char vocabulary."""
+SHAPES = {  # --shape: random-weight models to serve
+    "lecture": None,  # the lecture preset's model (10.7M parameters, block 256)
+    "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, bias=True, qkv_bias=True,
+                      tie_weights=True, activation="gelu", pos_encoding="learned"),
+}
+
+
+def make_lecture_run(out_dir: Path, shape: str = "lecture") -> Path:
+    """A random-weight model with a char vocabulary: the `lecture` preset's (10.7M
+    parameters) or GPT-2 124M's layers (`gpt2-124m`; the vocabulary stays 100 characters,
+    so its embedding is 0.08M parameters instead of 38.6M)."""
     import string
 
     import torch
@@ -315,8 +329,9 @@ def make_lecture_run(out_dir: Path) -> Path:
 
     tokenizer = CharTokenizer(sorted(set(string.printable)))
     torch.manual_seed(0)
-    config = ModelConfig(**{**PRESETS["lecture"].model, "vocab_size": tokenizer.vocab_size})
-    return write_run(out_dir / "lecture-char", GPT(config), tokenizer)
+    fields = PRESETS["lecture"].model if SHAPES[shape] is None else SHAPES[shape]
+    config = ModelConfig(**{**fields, "vocab_size": tokenizer.vocab_size})
+    return write_run(out_dir / f"{shape}-char", GPT(config), tokenizer)
 
 
 def streaming(args: argparse.Namespace, run_dir: Path) -> None:
@@ -329,9 +344,10 @@ def streaming(args: argparse.Namespace, run_dir: Path) -> None:
     print(f"{'code':9} {'clients':>7} {'tok/s':>8} {'generate':>9} {'ratio':>6} "
           f"{'TTFT p50':>9} {'p95':>7} {'gap p50':>8} {'p95':>7} {'failed':>6}   (ms)")
     for name, src, options in trees:
-        ceiling = generate_rates(src, run_dir, args.stream_tokens, sizes)
+        ceiling = generate_rates(src, run_dir, args.stream_tokens, sizes, args.device)
         with server_process(run_dir, "--max-concurrency", str(max(sizes)), "--max-tokens-limit",
-                            str(args.stream_tokens), *options, src=src) as url:
+                            str(args.stream_tokens), "--device", args.device, *options,
+                            src=src) as url:
             for clients in sizes:
                 requests = max(1, args.stream_rounds // clients)
                 r = asyncio.run(stream_clients(url, clients, requests, args.stream_tokens))
@@ -363,6 +379,9 @@ def main() -> None:
     parser.add_argument("--stream-tokens", type=int, default=128)
     parser.add_argument("--stream-rounds", type=int, default=8,
                         help="completions per size: clients x max(1, rounds // clients)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="lecture",
+                        help="--streaming: the random-weight model to serve")
+    parser.add_argument("--device", default="cpu", help="--streaming: the server's device")
     parser.add_argument("--no-invariant", action="store_true",
                         help="also measure this code's server with --no-batch-invariant")
     parser.add_argument("--baseline-src", type=Path,
@@ -371,7 +390,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO_SRC))
     with tempfile.TemporaryDirectory(prefix="gptlab-bench-serve-") as tmp:
         if args.streaming:
-            streaming(args, args.run_dir or make_lecture_run(Path(tmp)))
+            streaming(args, args.run_dir or make_lecture_run(Path(tmp), args.shape))
             return
         run_dir = args.run_dir or make_tiny_run(Path(tmp))
         base = baseline(run_dir, args.baseline_requests, args.max_tokens)
