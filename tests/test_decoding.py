@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gptlab import decoding
 from gptlab.decoding import DecodingEngine
@@ -244,3 +246,39 @@ def test_drawing_many_requests_at_once_equals_multinomial_for_each():
         together = draw_tokens(probs, [(n, torch.Generator().manual_seed(s))
                                        for n, s in zip(sizes, seeds, strict=True)])
         assert torch.equal(together, torch.cat(one_by_one).squeeze(-1)), trial
+
+
+request_specs = st.lists(
+    st.tuples(
+        st.integers(1, 24),  # prompt length (past BLOCK is cropped)
+        st.integers(1, 30),  # new tokens (past BLOCK slides the window)
+        st.sampled_from([dict(greedy=True), dict(temperature=0.9), dict(temperature=1.3, top_k=4),
+                         dict(temperature=1.0, top_p=0.6), dict(greedy=True, exact=False),
+                         dict(temperature=0.8, exact=False, stop_tokens=(STOP,))]),
+        st.integers(0, 6),  # the step it joins at (at the earliest)
+    ),
+    min_size=1, max_size=7,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(specs=request_specs, pos_encoding=st.sampled_from(["learned", "sinusoidal", "rope"]))
+def test_any_mix_of_requests_gets_what_each_gets_alone(specs, pos_encoding):
+    model = tiny_model(pos_encoding, "fused")
+    engine = DecodingEngine(model, 5)
+    waiting = [(k, spec) for k, spec in enumerate(specs)]
+    live, got, step = {}, {}, 0
+    while waiting or live:
+        while waiting and waiting[0][1][3] <= step and engine.free_slots:
+            k, (length, new, fields, _) = waiting.pop(0)
+            live[k] = engine.add(prompt_of(k, length), new, SamplingConfig(seed=k, **fields))
+        engine.step()
+        for k, request in list(live.items()):
+            if request.done:
+                got[k] = (request.seq[:, : request.t], request.finish_reason)
+                del live[k]
+        step += 1
+    for k, (length, new, fields, _) in enumerate(specs):
+        alone = generate(model, prompt_of(k, length), new, seed=k, batch_invariant=True,
+                         **fields)
+        assert torch.equal(got[k][0], alone), k
