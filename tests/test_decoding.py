@@ -282,3 +282,15 @@ def test_any_mix_of_requests_gets_what_each_gets_alone(specs, pos_encoding):
         alone = generate(model, prompt_of(k, length), new, seed=k, batch_invariant=True,
                          **fields)
         assert torch.equal(got[k][0], alone), k
+
+
+def test_rope_angles_per_position_past_the_table_do_not_depend_on_the_batch():
+    rope = tiny_model("rope", "fused").rope
+    size = rope.cos_table.shape[0]
+    positions = torch.tensor([[3, size + 5], [size + 40, 0]])
+    cos, sin = rope.cos_sin_at(positions)
+    for (b, t), p in zip([(0, 0), (0, 1), (1, 0), (1, 1)], positions.flatten().tolist(),
+                         strict=True):
+        alone_cos, alone_sin = rope.cos_sin_at(torch.tensor([[p]]))
+        assert torch.equal(cos[b, t], alone_cos[0, 0]) and torch.equal(sin[b, t], alone_sin[0, 0])
+        assert torch.equal(cos[b, t], rope.cos_sin(p, 1)[0][0])

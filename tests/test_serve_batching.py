@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 import pytest
 import torch
+from test_serve_live import wait_until
 
 from gptlab.serve.app import ServerSettings, create_app
 from gptlab.serve.engine import DecodingError, ModelEngine, SamplingParams
@@ -96,22 +96,13 @@ async def test_twelve_requests_together_get_the_text_each_gets_alone(tiny_run):
     assert decoder.free_slots == decoder.num_slots
 
 
-def test_models_card_and_start_up_line_state_the_cache(tiny_run):
+def test_kv_cache_is_allocated_for_whole_row_blocks(tiny_run):
     engine = ModelEngine.from_run_dir(tiny_run)
     create_app(engine, ServerSettings(max_concurrency=5))
     rows = engine.decoder.num_slots  # 5 rounded up to whole row blocks (8 on AVX2)
     assert rows >= 5 and rows % engine.decoder.row_block == 0
     # keys and values x 2 layers x rows x 2 heads x (block 16 + 1 scratch) x 8 x fp32
     assert engine.kv_cache_bytes == 2 * 2 * rows * 2 * 17 * 8 * 4
-
-
-def wait_until(condition, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_a_client_that_goes_away_frees_its_row(tiny_run):
@@ -185,15 +176,18 @@ def test_generate_with_batch_invariant_gives_the_served_numbers(tiny_run):
     assert all(torch.equal(a, s[0]) for a, s in zip(alone, logits, strict=True))
 
 
-def test_no_batch_invariant_decodes_exactly_the_rows_in_use(tiny_run, monkeypatch):
+def test_no_batch_invariant_decodes_exactly_the_rows_in_use(tiny_run, monkeypatch, capsys):
     import gptlab.serve.server
     from gptlab.cli import main
 
     engine = ModelEngine.from_run_dir(tiny_run)
     monkeypatch.setattr(ModelEngine, "from_run_dir", staticmethod(lambda *a, **k: engine))
-    monkeypatch.setattr(gptlab.serve.server, "run_server", lambda *a, **k: None)
+    monkeypatch.setattr(gptlab.serve.server, "run_server",
+                        lambda app, host, port, on_ready: on_ready("http://127.0.0.1:1"))
     assert main(["serve", str(tiny_run), "--no-batch-invariant", "--max-concurrency", "3"]) == 0
     assert engine.decoder.row_block == 1 and engine.decoder.num_slots == 3
+    # 2 (k, v) x 2 layers x 3 rows x 2 heads x 17 entries x 8 x 4 bytes = 0.0 MiB: printed
+    assert "KV cache 0.0 MiB for 3 completions at once" in capsys.readouterr().err
     rows = []
     hook = engine.model.lm_head.register_forward_hook(lambda _m, _i, out: rows.append(out.shape[0]))
     try:

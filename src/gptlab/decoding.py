@@ -110,6 +110,7 @@ class Request:
     slots: list[int]
     generator: torch.Generator | None
     finished: Tensor  # (B,) bool: sampled a stop token
+    stop_ids: Tensor  # config.stop_tokens as a tensor, made once
     new_tokens: int = 0
     phase: Phase = "prefill"
     base: int = 0  # seq index of the token at cache position 0
@@ -188,6 +189,7 @@ class DecodingEngine:
         self.free = [slot for slot in self.free if not start <= slot < start + B]
         request = Request(seq, T0, max_new_tokens, config, slots, generator,
                           torch.zeros(B, dtype=torch.bool, device=self.device),
+                          torch.tensor(config.stop_tokens, dtype=torch.long, device=self.device),
                           base=max(0, T0 - self.window))
         self.running.append(request)
         if max_new_tokens == 0:
@@ -225,7 +227,7 @@ class DecodingEngine:
                 out.append((request, row_logits))
         if phases["decode"]:
             step_logits = self._decode(phases["decode"])  # (S, V)
-            out += [(r, step_logits[r.slots]) for r in phases["decode"]]
+            out += [(r, step_logits[r.slots[0] : r.slots[-1] + 1]) for r in phases["decode"]]
         for request in phases["recompute"]:
             context = request.seq[:, request.t - self.window : request.t]  # (B, block_size)
             logits, _ = self.model(context, last_only=True)  # (B, 1, V)
@@ -291,7 +293,7 @@ class DecodingEngine:
         if not step:
             return
         finite = torch.isfinite(torch.cat([logits for _, logits in step])).all(dim=-1).tolist()
-        groups: dict[tuple, list[tuple[Request, Tensor]]] = {}
+        groups: dict[tuple | None, list[tuple[Request, Tensor]]] = {}
         row = 0
         for request, logits in step:
             rows = logits.shape[0]
@@ -301,12 +303,12 @@ class DecodingEngine:
             else:
                 cfg = request.config
                 greedy = cfg.greedy or cfg.temperature == 0
-                key = (greedy,) if greedy else (cfg.temperature, cfg.top_k, cfg.top_p)
+                key = None if greedy else (cfg.temperature, cfg.top_k, cfg.top_p)
                 groups.setdefault(key, []).append((request, logits))
             row += rows
         for key, members in groups.items():
             logits = torch.cat([logits for _, logits in members])  # (R, V)
-            if key[0] is True:
+            if key is None:  # greedy
                 ids = logits.argmax(dim=-1)
             else:
                 probs = next_token_probs(logits, *key)  # (R, V)
@@ -321,8 +323,7 @@ class DecodingEngine:
         cfg, t = request.config, request.t
         if cfg.stop_tokens:  # a finished row repeats its last token, its stop token
             idx_next = torch.where(request.finished, request.seq[:, t - 1], idx_next)
-            stop_ids = torch.tensor(cfg.stop_tokens, dtype=torch.long, device=self.device)
-            request.finished |= torch.isin(idx_next, stop_ids)
+            request.finished |= torch.isin(idx_next, request.stop_ids)
         request.seq[:, t] = idx_next
         request.t, request.new_tokens = t + 1, request.new_tokens + 1
         if cfg.stop_tokens and bool(request.finished.all()):

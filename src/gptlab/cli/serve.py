@@ -10,8 +10,6 @@ from pathlib import Path
 from gptlab.cli.options import add_option, add_which_option, new_command
 from gptlab.errors import GptlabError
 
-DEFAULT_MAX_CONCURRENCY = 16  # batch gains on a 2-core CPU: docs/benchmarks.md, Serving
-
 DESCRIPTION = """\
 Serve a trained run over HTTP: POST /v1/completions (OpenAI-compatible, with streaming),
 GET /v1/models, GET /health, and a playground page at /. Stop with Ctrl-C or SIGTERM.
@@ -35,7 +33,9 @@ def add_parser(subparsers) -> None:
                     "$GPTLAB_API_KEY is used if set (keeps the key out of `ps`)")
     add_option(parser, "max_tokens_limit", type=int, default=1024,
                help="the largest max_tokens a request may ask for")
-    add_option(parser, "max_concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY,
+    from gptlab.serve.engine import DEFAULT_ROWS  # imports torch, as add_which_option does
+
+    add_option(parser, "max_concurrency", type=int, default=DEFAULT_ROWS,
                help="requests served at once, further ones get 429; also the rows decoded "
                     "together (a request's n choices wait for free rows), whose KV cache "
                     "is allocated at start-up")

@@ -105,10 +105,9 @@ class SlotKVCache:
 
     Buffers have shape (n_layer, S, nh, capacity, hs), allocated once. Before each forward
     pass the caller names the slots it runs (`begin`): a contiguous range, with each row's
-    new tokens' absolute positions, the cache entries they are written to and the mask of
-    entries each query may attend to. Attention then runs over all `capacity` entries of
-    a row with that mask (`attend`): the same shapes whatever the other rows hold, which
-    keeps a row's numbers independent of the batch (see `gptlab.decoding`).
+    new tokens' absolute positions, the cache entries they are written to and what each
+    query may attend to (a mask, or each request's number of valid entries). `attend`
+    keeps a row's shapes, so its numbers, independent of the batch (see `gptlab.decoding`).
     """
 
     def __init__(

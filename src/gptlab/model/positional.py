@@ -79,16 +79,16 @@ class RotaryEmbedding(nn.Module):
     def cos_sin_at(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """cos and sin for any integer positions (B, T) → (B, T, hs/2) each.
 
-        Positions past the table are computed one at a time: a vectorised cos can round
-        an element differently from a scalar one, and a row's angles must not depend on
-        what else is in the tensor.
+        Positions in the table are looked up; those past it are computed one at a time (a
+        vectorised cos can round an element differently from a scalar one, and a row's
+        angles must not depend on what else is in the tensor).
         """
-        if positions.numel() == 0 or int(positions.max()) < self.cos_table.shape[0]:
-            return self.cos_table[positions], self.sin_table[positions]
-        flat = positions.reshape(-1).tolist()
-        pairs = [self.cos_sin(p, 1) for p in flat]  # (1, hs/2) each
-        cos = torch.cat([c for c, _ in pairs]).view(*positions.shape, -1)  # (B, T, hs/2)
-        sin = torch.cat([s for _, s in pairs]).view(*positions.shape, -1)
+        size = self.cos_table.shape[0]
+        cos = self.cos_table[positions.clamp(max=size - 1)]  # (B, T, hs/2)
+        sin = self.sin_table[positions.clamp(max=size - 1)]
+        past = (positions >= size).nonzero().tolist()  # usually none
+        for index in map(tuple, past):
+            cos[index], sin[index] = (t[0] for t in self.cos_sin(int(positions[index]), 1))
         return cos, sin
 
     @staticmethod

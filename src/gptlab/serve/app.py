@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from gptlab.errors import GptlabError
 from gptlab.generate import SEED_LIMIT
-from gptlab.serve.engine import Completion, DecodingError, Engine
+from gptlab.serve.engine import DEFAULT_ROWS, Completion, DecodingError, Engine
 from gptlab.serve.guards import RETRY_AFTER_S as RETRY_AFTER_S  # the name app.py had
 from gptlab.serve.guards import Slots, busy_error, check_auth, check_model, read_body
 from gptlab.serve.inspect import inspect_endpoint
@@ -68,7 +68,7 @@ class ServerSettings:
 
     api_key: str | None = None
     max_tokens_limit: int = 1024
-    max_concurrency: int = 16
+    max_concurrency: int = DEFAULT_ROWS
     max_body_bytes: int = MAX_BODY_BYTES
     drain_s: float = 10.0
 

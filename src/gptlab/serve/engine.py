@@ -30,15 +30,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "length", "cancelled"]
-DEFAULT_ROWS = 16  # completions decoded together when the server does not say
+# Completions decoded together (the server's --max-concurrency) unless told otherwise: the
+# batch gains on a 2-core CPU (docs/benchmarks.md, "Continuous batching (#14)").
+DEFAULT_ROWS = 16
+
+# What `decode` puts where the bytes so far end inside a multi-byte UTF-8 character.
+REPLACEMENT_CHAR = "\ufffd"
 
 
 class DecodingError(GptlabError):
     """Generation of one completion failed inside the model (e.g. non-finite logits); the
     server reports it as its own fault (500), not the client's."""
-
-# What `decode` puts where the bytes so far end inside a multi-byte UTF-8 character.
-REPLACEMENT_CHAR = "\ufffd"
 
 
 @dataclass(frozen=True)
@@ -204,9 +206,10 @@ class ModelEngine(Engine):
 
     Prompts are cropped to their last `block_size` tokens (the model cannot see more).
     Every completion is a request in one `DecodingEngine`, so all running completions
-    advance together, one forward pass per token, and each one's tokens are those
-    `gptlab.generate` gives it alone. Not thread-safe: the server calls it from its one
-    worker thread.
+    advance together, one forward pass per token; with `batch_invariant` (the default)
+    each one's tokens are those it gets alone, and those of `gptlab.generate(...,
+    batch_invariant=True)`. Not thread-safe: the server calls it from its one worker
+    thread.
     """
 
     def __init__(
