@@ -12,6 +12,14 @@ core, in this process (the documents already in memory: no reading, no writing).
 
     python benchmarks/bench_formats.py --mb 256 --kinds gpt2           # throughput
     python benchmarks/bench_formats.py --mb 10240 --kinds char --formats jsonl,parquet  # RSS
+    python benchmarks/bench_formats.py --mb 256 --formats txt,jsonl --repeat 3 \
+        --baseline-src /tmp/old/src --no-ceiling   # before/after, interleaved
+
+With --repeat, the runs are interleaved (every tree and format once, then again) and each
+row shows the median seconds and the range; "vs txt" compares medians of the same tree.
+"CPU s" is the median CPU time of all the run's processes: on a shared machine whose
+neighbours steal cycles it varies less than wall time, and with every core busy the
+throughput ratio follows it.
 """
 
 from __future__ import annotations
@@ -39,10 +47,11 @@ sys.stderr.write("START\\n"); sys.stderr.flush()
 start = time.perf_counter()
 meta = prepare(sys.argv[1], sys.argv[2], tokenizer=sys.argv[3], progress=True)
 seconds = time.perf_counter() - start
-peak_kb = max(resource.getrusage(who).ru_maxrss  # KiB on Linux
-              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+peak_kb = max(u.ru_maxrss for u in usage)  # KiB on Linux
+cpu_s = sum(u.ru_utime + u.ru_stime for u in usage)  # all processes: robust to CPU steal
 print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024, "tokens": meta["total_tokens"],
-                  "documents": meta.get("documents")}))
+                  "documents": meta.get("documents"), "cpu_s": cpu_s}))
 """
 
 
@@ -93,9 +102,10 @@ def write_inputs(docs: list[str], tmp: Path, target_bytes: int, formats: list[st
     return paths
 
 
-def run_prepare(path: Path, out: Path, kind: str) -> dict:
-    """Prepare `path` in a subprocess; adds `first_progress_s` (START marker → next output)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+def run_prepare(path: Path, out: Path, kind: str, src: Path = REPO_ROOT / "src") -> dict:
+    """Prepare `path` in a subprocess importing gptlab from `src`; adds `first_progress_s`
+    (START marker → next output)."""
+    env = dict(os.environ, PYTHONPATH=str(src))
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(out), kind],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first: dict[str, float] = {}
@@ -139,6 +149,11 @@ def main() -> None:
     parser.add_argument("--kinds", default="gpt2", help="tokenizers, comma-separated")
     parser.add_argument("--formats", default="txt,jsonl,parquet")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: tmp)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each, interleaved")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="also run prepare importing gptlab from this src folder")
+    parser.add_argument("--no-ceiling", action="store_true",
+                        help="skip the tiktoken ceiling row")
     args = parser.parse_args()
     if not args.input.is_file():
         raise SystemExit(f"error: {args.input} is missing: pass --input FILE")
@@ -152,25 +167,44 @@ def main() -> None:
         print(f"{args.mb} MiB of text, {len(docs)} distinct documents repeated; inputs written "
               f"in {time.perf_counter() - start:.0f} s: "
               + ", ".join(f"{f} {mb:,.0f} MiB" for f, mb in sizes.items()))
-        print("| tokenizer | format | seconds | text MiB/s | vs txt | tokens | documents "
-              "| peak RSS MiB | first progress s |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        trees = {"": REPO_ROOT / "src"}
+        if args.baseline_src:
+            trees = {" (baseline)": args.baseline_src, **trees}
+        print("| tokenizer | format | seconds | text MiB/s | vs txt | CPU s | vs txt (CPU) "
+              "| tokens | documents | peak RSS MiB | first progress s |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for kind in kinds:
-            base = None
-            for fmt, path in paths.items():
-                out = tmp / f"out-{kind}-{fmt}"
-                r = run_prepare(path, out, kind)
-                shutil.rmtree(out, ignore_errors=True)
-                rate = args.mb / r["seconds"]
-                base = rate if fmt == "txt" else base
-                ratio = f"{rate / base:.2f}x" if base else ""
-                print(f"| {kind} | {fmt} | {r['seconds']:.1f} | {rate:.1f} | {ratio} | "
-                      f"{r['tokens']:,} | {r['documents'] or ''} | {r['peak_mb']:.0f} | "
-                      f"{r['first_progress_s']:.2f} |", flush=True)
-            if kind == "gpt2":
+            runs: dict[tuple[str, str], list[dict]] = {}
+            for _ in range(args.repeat):
+                for tree, src in trees.items():
+                    for fmt, path in paths.items():
+                        out = tmp / f"out-{kind}-{fmt}"
+                        runs.setdefault((tree, fmt), []).append(run_prepare(path, out, kind, src))
+                        shutil.rmtree(out, ignore_errors=True)
+            for tree in trees:
+                base = base_cpu = None
+                for fmt in paths:
+                    rs = runs[tree, fmt]
+                    seconds = sorted(r["seconds"] for r in rs)
+                    median = seconds[len(seconds) // 2]
+                    cpu = sorted(r["cpu_s"] for r in rs)[len(rs) // 2]
+                    rate = args.mb / median
+                    base = rate if fmt == "txt" else base
+                    base_cpu = cpu if fmt == "txt" else base_cpu
+                    ratio = f"{rate / base:.2f}x" if base else ""
+                    cpu_ratio = f"{base_cpu / cpu:.2f}x" if base_cpu else ""
+                    shown = f"{median:.1f}" if len(rs) == 1 else (
+                        f"{median:.1f} ({seconds[0]:.1f}-{seconds[-1]:.1f})")
+                    r = rs[0]
+                    print(f"| {kind} | {fmt}{tree} | {shown} | {rate:.1f} | {ratio} | "
+                          f"{cpu:.1f} | {cpu_ratio} | {r['tokens']:,} | {r['documents'] or ''} | "
+                          f"{max(x['peak_mb'] for x in rs):.0f} | "
+                          f"{max(x['first_progress_s'] for x in rs):.2f} |", flush=True)
+            if kind == "gpt2" and not args.no_ceiling:
                 seconds = tiktoken_ceiling(docs, target)
                 print(f"| gpt2 | tiktoken encode_ordinary_batch, {os.cpu_count()} threads, "
-                      f"in memory (ceiling) | {seconds:.1f} | {args.mb / seconds:.1f} | | | | | |")
+                      f"in memory (ceiling) | {seconds:.1f} | {args.mb / seconds:.1f} | | | | | | "
+                      "| |")
 
 
 if __name__ == "__main__":

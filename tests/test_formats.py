@@ -141,6 +141,91 @@ def test_gpt2_worker_pool_packs_records_in_order(tmp_path, monkeypatch):
     assert all_ids(tmp_path / "ds") == txt_reference(tmp_path, docs, "gpt2")
 
 
+def test_gpt2_workers_parse_jsonl_blocks_as_this_process_does(tmp_path, monkeypatch):
+    """Large JSON Lines inputs are parsed in the encoding workers, a block of lines each:
+    the ids, the counts and the first skipped places equal one process reading them."""
+    monkeypatch.setattr(encode_module, "_PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(encode_module, "_ENCODE_BLOCK", 256)
+    lines = []
+    for i in range(400):
+        if i % 37 == 5:
+            lines.append(json.dumps({"text": ""}))  # empty: counted, no EOT
+        elif i % 53 == 7:
+            lines.append(json.dumps({"text": i}))  # bad: skipped with its line
+        elif i % 61 == 3:
+            lines.append("")  # blank line
+        elif i == 200:
+            lines.append(json.dumps({"text": "a long record " * 100}))  # past a block
+        else:
+            lines.append(json.dumps({"text": f"  Story {i}:\n" + "word " * (i % 13)}))
+    first = tmp_path / "a.jsonl"
+    first.write_text("\n".join(lines[:250]) + "\n")
+    second = tmp_path / "b.jsonl.gz"
+    second.write_bytes(gzip.compress(("\n".join(lines[250:])).encode()))  # no final newline
+    metas = {}
+    for workers in (1, 2):
+        metas[workers] = prepare([first, second], tmp_path / f"w{workers}", tokenizer="gpt2",
+                                 workers=workers, split=0.5, skip_bad_records=True,
+                                 clean=["strip"])
+    assert all_ids(tmp_path / "w1") == all_ids(tmp_path / "w2")
+    keys = ("documents", "empty_records", "skipped_records")
+    assert [metas[2][k] for k in keys] == [metas[1][k] for k in keys] == [374, 11, 8]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines[:300] + ["{oops"] + lines[:50]) + "\n")
+    with pytest.raises(GptlabError, match=r"bad\.jsonl line 301: malformed JSON"):
+        prepare(bad, tmp_path / "bad", tokenizer="gpt2", workers=2, skip_bad_records=True)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_gpt2_workers_read_columnar_blocks_as_this_process_does(tmp_path, monkeypatch, fmt):
+    monkeypatch.setattr(encode_module, "_PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(encode_module, "_ENCODE_BLOCK", 200)
+    docs = [f"Story {i}: " + "word " * (i % 17) if i % 29 else "" for i in range(300)]
+    source = write_records(tmp_path / f"in.{fmt}", docs, fmt)
+    one = prepare(source, tmp_path / "w1", tokenizer="gpt2", workers=1, split=0.5)
+    two = prepare(source, tmp_path / "w2", tokenizer="gpt2", workers=2, split=0.5)
+    assert all_ids(tmp_path / "w2") == all_ids(tmp_path / "w1")
+    assert all_ids(tmp_path / "w2") == txt_reference(tmp_path, [d for d in docs if d], "gpt2")
+    assert (two["documents"], two["empty_records"]) == (one["documents"], 11) == (289, 11)
+
+
+ODD_LINES = [
+    b'{"text": "dup", "text": "last wins"}', b'{"text": "lone \\ud800 surrogate"}',
+    b'{"text": "nan", "x": NaN}', b'{"text": "big", "n": 123456789012345678901234567890}',
+    b'\xef\xbb\xbf{"text": "bom"}', b'  {"text": "spaces"}  \r', b"", b"   ",
+    b'"a bare string"', b'{"text": "\\u00e9\\n\\t\\"q\\""}', b'{"text": "caf\xc3\xa9"}',
+]
+
+
+def test_orjson_reads_lines_as_the_standard_library_does(monkeypatch):
+    formats = importlib.import_module("gptlab.data.formats")
+    fast = list(formats.jsonl_line_records("in.jsonl", ODD_LINES, 1))
+    monkeypatch.setattr(formats, "_fast_loads", formats._no_fast_json)
+    monkeypatch.setattr(formats, "_FAST_ERRORS", (ValueError,))
+    slow = list(formats.jsonl_line_records("in.jsonl", ODD_LINES, 1))
+    # the same records (repr: NaN != NaN), but for a number past 64 bits, which orjson
+    # reads as a float: only the text field is used, and a number there is an error either way
+    assert repr(fast).replace("1.2345678901234568e+29", "123456789012345678901234567890") == (
+        repr(slow))
+    assert [n for _, n in fast] == [1, 2, 3, 4, 5, 6, 9, 10, 11]
+    assert fast[0][0] == {"text": "last wins"}
+    for bad in (b'{"text": oops}', b'{"text": "a"} extra', b'\xff{"text": 1}'):
+        with pytest.raises(GptlabError, match="line 7: malformed JSON"):
+            list(formats.jsonl_line_records("in.jsonl", [bad], 7))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_bulk_block_path_drops_byte_order_marks_and_counts_empties(tmp_path, monkeypatch, fmt):
+    monkeypatch.setattr(encode_module, "_PROCESS_MIN_BYTES", 0)
+    docs = ["\ufeffstarts with a mark", "", "plain \ufeff inside", "", "last one"]
+    source = write_records(tmp_path / f"in.{fmt}", docs, fmt)
+    meta = prepare(source, tmp_path / "ds", tokenizer="gpt2", workers=2, split=0.5)
+    kept = ["starts with a mark", "plain \ufeff inside", "last one"]
+    assert all_ids(tmp_path / "ds") == txt_reference(tmp_path, kept, "gpt2")
+    assert (meta["documents"], meta["empty_records"]) == (3, 2)
+
+
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufeff"),
                 max_size=40)
 

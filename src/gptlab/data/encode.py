@@ -14,6 +14,7 @@ each pack costs one encode call (`_PACKS_EXACTLY`).
 from __future__ import annotations
 
 import functools
+import gc
 import multiprocessing
 import os
 import signal
@@ -22,17 +23,29 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
 from gptlab.data.documents import InputFile, RecordOptions, iter_documents, packed_texts
-from gptlab.data.formats import RecordCounts
+from gptlab.data.formats import (
+    BLOCK_FORMATS,
+    RecordCounts,
+    arrow_block_text,
+    block_records,
+    jsonl_block_text,
+    record_blocks,
+    record_documents,
+)
+from gptlab.data.reading import record_texts
 from gptlab.errors import GptlabError
 from gptlab.tokenizers import GPT2Tokenizer, Tokenizer
 from gptlab.tokenizers.base import EOT, resolve_num_threads
 from gptlab.tokenizers.char import UnknownCharacterError
 
+_Job = TypeVar("_Job")
+_Result = TypeVar("_Result")
 _ENCODE_BLOCK = 1 << 20  # bytes of text per encode call (one batch item for gpt2/bpe)
 # gpt2 inputs this large are encoded in worker processes: tiktoken's threads in one process
 # contend on its allocator, which separate processes do not share; below this size the
@@ -96,8 +109,15 @@ def write_tokens(
         total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="encode",
         disable=not progress, file=sys.stderr, dynamic_ncols=True,
     )
-    documents = iter_documents(files, errors, clean, _ENCODE_BLOCK, bar.update, records, counts)
-    blocks = _encoded_blocks(tok, _pieces(documents, tok.eot_id), workers)
+    if workers > 1 and _all_blocked(files):
+        blocks = _records_encoded_in_processes(
+            files, tok.eot_id, records or RecordOptions(), clean, bar.update,
+            counts if counts is not None else RecordCounts(), workers,
+        )
+    else:
+        documents = iter_documents(files, errors, clean, _ENCODE_BLOCK, bar.update, records,
+                                   counts)
+        blocks = _encoded_blocks(tok, _pieces(documents, tok.eot_id), workers)
     with bar, open(dest, "wb") as f:
         for ids in blocks:
             # f.write, not ndarray.tofile: a failed write then keeps its errno (ENOSPC, ...)
@@ -176,9 +196,71 @@ def _encoded_packs_in_processes(packs: Iterator[str], workers: int) -> Iterator[
         yield from _results_in_order(pool, _gpt2_encode_pack, packs, in_flight=2 * workers)
 
 
-def _results_in_order(
-    pool: Executor, fn: Callable[[str], np.ndarray], packs: Iterator[str], in_flight: int
+def _all_blocked(files: Sequence[Path | InputFile]) -> bool:
+    return all(isinstance(f, InputFile) and f.format in BLOCK_FORMATS for f in files)
+
+
+def _records_encoded_in_processes(
+    inputs: Sequence[InputFile],
+    eot_id: int,
+    records: RecordOptions,
+    clean: Sequence[str],
+    on_bytes: Callable[[int], None],
+    counts: RecordCounts,
+    workers: int,
 ) -> Iterator[np.ndarray]:
+    """gpt2 ids of JSON Lines, Parquet or Arrow files, each block of records
+    (`record_blocks`) read and encoded in a forked worker (`_gpt2_encode_records`): this
+    process only reads blocks, so turning records into text runs on every core too.
+    Results come in input order; an EOT id goes between blocks that hold documents, as
+    `_pieces` puts one between documents."""
+    job = functools.partial(_gpt2_encode_records, text_field=records.field,
+                            skip_bad_records=records.skip_bad_records, clean=tuple(clean))
+    blocks = ((item.path, item.format, first, block) for item in inputs
+              for first, block in record_blocks(item.path, item.format, records.field,
+                                                _ENCODE_BLOCK, on_bytes))
+    eot = np.array([eot_id], dtype=np.int64)
+    started = False
+    # The workers build and drop a dict per record and no reference cycles: the cyclic
+    # garbage collector would only cost them time.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                             initializer=gc.disable) as pool:
+        _start_workers(pool)
+        for ids, found in _results_in_order(pool, job, blocks, in_flight=2 * workers):
+            counts.empty += found.empty
+            counts.skipped += found.skipped
+            counts.skipped_where.extend(found.skipped_where[: 5 - len(counts.skipped_where)])
+            counts.documents += found.documents
+            if found.documents:
+                if started:
+                    yield eot
+                started = True
+                yield ids
+
+
+def _gpt2_encode_records(
+    job: tuple[Path, str, int, Any], text_field: str, skip_bad_records: bool,
+    clean: tuple[str, ...],
+) -> tuple[np.ndarray, RecordCounts]:
+    """One block of records (path, format, first position, block) -> the gpt2 ids of its
+    documents joined by EOT, and what reading them found."""
+    path, fmt, first, block = job
+    found = RecordCounts()
+    pack = None
+    if not clean and "." not in text_field:  # the common case, in bulk
+        fast = jsonl_block_text if fmt == "jsonl" else arrow_block_text
+        pack = fast(block, text_field, EOT, found)
+    if pack is None:
+        found = RecordCounts()
+        pairs = block_records(path, fmt, text_field, first, block)
+        texts = record_documents(path, fmt, pairs, text_field, skip_bad_records, found)
+        pack = EOT.join("".join(record_texts(text, clean)) for text in texts)
+    return _gpt2_encode_pack(pack), found
+
+
+def _results_in_order(
+    pool: Executor, fn: Callable[[_Job], _Result], packs: Iterator[_Job], in_flight: int
+) -> Iterator[_Result]:
     """fn(pack) for every pack, computed in `pool` with at most `in_flight` packs waiting
     (memory stays bounded), yielded in input order."""
     pending: deque[Future] = deque()
