@@ -201,8 +201,8 @@ ODD_LINES = [
 def test_orjson_reads_lines_as_the_standard_library_does(monkeypatch):
     formats = importlib.import_module("gptlab.data.formats")
     fast = list(formats.jsonl_line_records("in.jsonl", ODD_LINES, 1))
-    monkeypatch.setattr(formats, "_fast_loads", formats._no_fast_json)
-    monkeypatch.setattr(formats, "_FAST_ERRORS", (ValueError,))
+    monkeypatch.setattr(formats, "fast_json_loads", formats._no_fast_json)
+    monkeypatch.setattr(formats, "FAST_JSON_ERRORS", (ValueError,))
     slow = list(formats.jsonl_line_records("in.jsonl", ODD_LINES, 1))
     # the same records (repr: NaN != NaN), but for a number past 64 bits, which orjson
     # reads as a float: only the text field is used, and a number there is an error either way

@@ -28,16 +28,15 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from gptlab.data.documents import InputFile, RecordOptions, iter_documents, packed_texts
-from gptlab.data.formats import (
+from gptlab.data.blocks import (
     BLOCK_FORMATS,
-    RecordCounts,
     arrow_block_text,
     block_records,
     jsonl_block_text,
     record_blocks,
-    record_documents,
 )
+from gptlab.data.documents import InputFile, RecordOptions, iter_documents, packed_texts
+from gptlab.data.formats import RecordCounts, record_documents
 from gptlab.data.reading import record_texts
 from gptlab.errors import GptlabError
 from gptlab.tokenizers import GPT2Tokenizer, Tokenizer

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +24,6 @@ from typing import Any, Literal, get_args
 
 from gptlab.data.compressed import DATA_EXTRA, READ_BYTES, compression, open_input
 from gptlab.errors import GptlabError
-from gptlab.tokenizers.base import UTF8_BOM
 
 InputFormat = Literal["auto", "txt", "jsonl", "json", "csv", "tsv", "parquet", "arrow"]
 RECORD_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow")
@@ -207,8 +205,8 @@ def jsonl_line_records(
     line `first_number` of `path`."""
     for number, line in enumerate(lines, first_number):
         try:
-            record = _fast_loads(line)
-        except _FAST_ERRORS:
+            record = fast_json_loads(line)
+        except FAST_JSON_ERRORS:
             try:  # json.loads(line) without its per-call overhead, for the common line
                 text = line.decode("utf-8")
                 record, end = _JSON.raw_decode(text)
@@ -232,120 +230,10 @@ def _no_fast_json(line: bytes) -> Any:
 try:
     import orjson
 
-    _fast_loads: Callable[[bytes], Any] = orjson.loads
-    _FAST_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError,)
+    fast_json_loads: Callable[[bytes], Any] = orjson.loads
+    FAST_JSON_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError,)
 except ImportError:  # pragma: no cover - orjson comes with the data and test extras
-    _fast_loads, _FAST_ERRORS = _no_fast_json, (ValueError,)
-
-
-BLOCK_FORMATS = ("jsonl", "parquet", "arrow")  # the formats `record_blocks` reads
-
-
-def record_blocks(
-    path: Path,
-    fmt: str,
-    text_field: str,
-    block_bytes: int,
-    on_bytes: Callable[[int], None] | None = None,
-) -> Iterator[tuple[int, Any]]:
-    """A file of one of BLOCK_FORMATS as unparsed blocks of about `block_bytes`: (position
-    of the block's first record, block), where a JSON Lines block is the bytes of whole
-    lines (decompressed) and a Parquet/Arrow block the pyarrow array of a run of rows of
-    the text field's column. `block_records` reads a block's records, so that they can be
-    read elsewhere (in encoding worker processes)."""
-    if fmt == "jsonl":
-        yield from _jsonl_blocks(path, block_bytes, on_bytes)
-        return
-    import pyarrow as pa
-
-    batches, path, column, on_rows = _columnar_batches(path, fmt, text_field, on_bytes)
-    row, run, rows, nbytes = 0, [], 0, 0
-    for batch in batches:
-        values = batch.column(column)
-        run.append(values)
-        rows, nbytes = rows + len(values), nbytes + values.nbytes
-        on_rows(len(values))
-        if nbytes >= block_bytes:
-            yield row, pa.concat_arrays(run)
-            row, run, rows, nbytes = row + rows, [], 0, 0
-    if run:
-        yield row, pa.concat_arrays(run)
-
-
-def block_records(
-    path: Path, fmt: str, text_field: str, first: int, block: Any
-) -> Iterator[tuple[Any, int]]:
-    """(record, position) of each record of a block from `record_blocks`."""
-    if fmt == "jsonl":
-        return jsonl_line_records(path, block.split(b"\n"), first)
-    column = text_field.split(".")[0]
-    return (({column: value}, row) for row, value in enumerate(block.to_pylist(), first))
-
-
-def jsonl_block_text(block: bytes, text_field: str, separator: str, counts: RecordCounts
-                     ) -> str | None:
-    """A JSON Lines block's documents joined by `separator` (as reading them one by one does) in
-    a few bulk calls; None when any line is not a record with a string at the (undotted)
-    `text_field` (then its lines are read one by one, for the errors, the blank lines and
-    the skipping of bad records)."""
-    try:
-        records = list(map(_fast_loads, block.rstrip(b"\n").split(b"\n")))
-    except _FAST_ERRORS:
-        return None
-    # map and filter with built-ins: this runs once per record of a large input
-    if set(map(type, records)) != {dict}:
-        return None
-    texts = list(map(dict.get, records, itertools.repeat(text_field)))
-    if set(map(type, texts)) != {str}:
-        return None
-    kept = list(filter(None, texts))
-    counts.empty += len(texts) - len(kept)
-    counts.documents += len(kept)
-    joined = separator.join(kept)
-    if UTF8_BOM in joined:  # rare: drop the marks that start a document, keep the others
-        joined = separator.join(t.removeprefix(UTF8_BOM) for t in kept)
-    return joined
-
-
-def arrow_block_text(block: Any, text_field: str, separator: str, counts: RecordCounts
-                     ) -> str | None:
-    """A Parquet/Arrow block's documents joined by `separator` (a leading byte order mark
-    dropped from each, empty ones counted), all in pyarrow's C++; None when the block is not
-    a string column without nulls (then its records are read one by one, for the errors
-    and the skipping of bad records)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not (pa.types.is_string(block.type) or pa.types.is_large_string(block.type)) or (
-        block.null_count
-    ):
-        return None
-    texts = block.filter(pc.not_equal(pc.binary_length(block), 0))
-    counts.empty += len(block) - len(texts)
-    counts.documents += len(texts)
-    if pc.any(pc.starts_with(texts, UTF8_BOM)).as_py():
-        texts = pc.replace_substring_regex(texts, "^" + UTF8_BOM, "")
-    one_list = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts)
-    return pc.binary_join(one_list, separator)[0].as_py()
-
-
-def _jsonl_blocks(
-    path: Path, block_bytes: int, on_bytes: Callable[[int], None] | None
-) -> Iterator[tuple[int, bytes]]:
-    number = 1
-    with open_input(path, on_bytes) as f:
-        parts: list[bytes] = []
-        while block := f.read(block_bytes):
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:  # a line longer than a block: keep reading it
-                parts.append(block)
-                continue
-            lines = b"".join([*parts, block[:cut]]) if parts else block[:cut]
-            parts = [block[cut:]] if cut < len(block) else []
-            yield number, lines
-            number += lines.count(b"\n")
-        if parts:
-            yield number, b"".join(parts)
+    fast_json_loads, FAST_JSON_ERRORS = _no_fast_json, (ValueError,)
 
 
 _BLANK = object()
@@ -482,22 +370,27 @@ def _column(path: Path, names: list[str], text_field: str) -> str:
     return top
 
 
+def column_records(values: Any, column: str, first: int) -> Iterator[tuple[Any, int]]:
+    """({column: value}, row) of each value of a pyarrow array, rows counted from `first`."""
+    return (({column: value}, row) for row, value in enumerate(values.to_pylist(), first))
+
+
 def _batch_records(batches, path: Path, column: str, on_rows) -> Iterator[tuple[Any, int]]:
     row = 0
     for batch in batches:
-        yield from block_records(path, "parquet", column, row, batch.column(column))
+        yield from column_records(batch.column(column), column, row)
         row += batch.num_rows
         on_rows(batch.num_rows)
 
 
 def _parquet_records(path: Path, fmt: str, text_field: str, on_bytes) -> Iterator[tuple[Any, int]]:
-    yield from _batch_records(*_columnar_batches(path, fmt, text_field, on_bytes))
+    yield from _batch_records(*columnar_batches(path, fmt, text_field, on_bytes))
 
 
 _arrow_records = _parquet_records
 
 
-def _columnar_batches(path: Path, fmt: str, text_field: str, on_bytes):
+def columnar_batches(path: Path, fmt: str, text_field: str, on_bytes):
     """(batches, path, column, on_rows) of a Parquet or Arrow file: batches of rows of the
     column holding `text_field`, and the progress callback to give each batch's rows."""
     return (_parquet_batches if fmt == "parquet" else _arrow_batches)(path, text_field, on_bytes)
