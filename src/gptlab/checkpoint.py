@@ -485,3 +485,13 @@ def load_run(
         )
     return Run(model=model, tokenizer=tokenizer, config=config, run_dir=run_dir,
                weights_path=weights)
+
+
+def intact_checkpoint_note(run_dir: Path) -> str:
+    """What a failed write leaves of a run, for its WriteError."""
+    last = latest_checkpoint_dir(run_dir)
+    if last is None:
+        return "no checkpoint was written yet"
+    step = int(last.name.removeprefix("step-"))
+    return (f"the last complete checkpoint is step {step} ({last}): continue from it with "
+            f"`gptlab train --out {run_dir} --resume` once there is room")

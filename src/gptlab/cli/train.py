@@ -29,6 +29,7 @@ examples:
   gptlab train --preset lecture-small --out runs/lecture-small
   gptlab train --input my.txt --tokenizer bpe --max-iters 1000 --out runs/mine
   gptlab train --out runs/quick --resume --max-iters 4000
+  gptlab train --time 5m --out runs/five    # the best model this machine trains in 5 min
 """
 
 
@@ -90,13 +91,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from gptlab.runtime import keep_freed_memory, resolve_device
     from gptlab.train import resolve_config, train
-    from gptlab.train.config import PRESETS, resolve_resume_config
+    from gptlab.train.budget import process_start_time
+    from gptlab.train.config import PRESETS, pinned_settings, resolve_resume_config
 
     if args.list_presets:
         for preset in PRESETS.values():
             print(f"{preset.name}\n  {preset.description}\n  source: {preset.source}")
         return 0
+    started = process_start_time()
     overrides = _overrides(args)
+    pinned: set[str] = set()
+    name = None
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR naming the run to continue")
@@ -104,19 +109,21 @@ def run(args: argparse.Namespace) -> int:
         model, config = resolve_resume_config(run_dir, overrides, args.preset, args.config)
     else:
         name, model, config = resolve_config(args.preset, args.config, overrides)
+        pinned = pinned_settings(args.preset, args.config, overrides)
         run_dir = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if resolve_device(config.device) == "cpu":
         keep_freed_memory()  # the CLI owns the process: reuse freed buffers between steps
     existed = run_dir.exists()
     fresh = not args.resume and (not existed or (run_dir.is_dir() and not any(run_dir.iterdir())))
     try:
-        result = train(run_dir, model, config, resume=args.resume, progress=not args.no_progress)
+        result = train(run_dir, model, config, resume=args.resume, progress=not args.no_progress,
+                       pinned=pinned, started=started)
     except (GptlabError, KeyboardInterrupt):
         if fresh:
             _remove_unfinished_run(run_dir, keep_folder=existed)
         raise
     if result.is_main:
-        _report(result)
+        _report(result, time.time() - started, name)
     return 0
 
 
@@ -139,7 +146,7 @@ def _remove_unfinished_run(run_dir: Path, keep_folder: bool) -> None:
             entry.unlink(missing_ok=True)
 
 
-def _report(result) -> None:
+def _report(result, whole_s: float, preset: str | None) -> None:
     err = sys.stderr
     if result.step == result.start_step and result.start_step >= result.max_iters:
         print(f"{result.run_dir} is already at step {result.step} (max_iters "
@@ -153,6 +160,18 @@ def _report(result) -> None:
               f"(best {result.best_val_loss:.4f})", file=err)
     print(f"{result.tokens:,} tokens in {result.elapsed:.1f} s; run folder: {result.run_dir}",
           file=err)
+    if result.plan is not None:
+        print(f"--time {result.plan.budget_s:.0f}s: the command took {whole_s:.1f} s, of "
+              f"which {result.data_s:.1f} s finding or preparing the data (not counted)",
+              file=err)
+        print(f"to repeat this run without --time, replace --time with: --preset {preset} "
+              f"{result.plan.flags()}", file=err)
+    if result.stopped == "time":
+        print(f"the budget ran out at step {result.step} of the {result.max_iters} planned",
+              file=err)
+    elif result.stopped == "early_stop":
+        print(f"stopped early at step {result.step}: the val loss stopped improving "
+              "(best.safetensors holds the best weights)", file=err)
     if result.interrupted:
         print(f"stopped at step {result.step} of {result.max_iters}; checkpoint saved. "
               f"Resume with: gptlab train --out {result.run_dir} --resume", file=err)

@@ -58,6 +58,9 @@ class TrainConfig:
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step, split "
                                           "across processes under torchrun")
     max_iters: int = _f(2000, "optimizer steps to train for")
+    time: str | None = _f(None, "wall-time budget, e.g. 90s, 5m or 1h: picks the model shape, "
+                          "batch, steps and schedule that train best in that time on this "
+                          "machine (flags you give win; not with --max-iters)")
     learning_rate: float = _f(1e-3, "peak learning rate")
     decay_lr: bool = _f(True, "linear warmup then cosine decay to min_lr (else constant)")
     warmup_iters: int = _f(100, "steps of linear warmup")
@@ -78,6 +81,8 @@ class TrainConfig:
     # evaluation, logging, checkpoints
     eval_interval: int = _f(250, "evaluate (and checkpoint) every this many steps")
     eval_iters: int = _f(20, "batches per split in each evaluation")
+    early_stop: int = _f(0, "stop once this many evaluations in a row miss the best val "
+                         "loss (0: never)")
     log_interval: int = _f(1, "write a train-loss line to metrics.jsonl every this many steps")
     keep_last: int = _f(2, "resumable checkpoints to keep (plus best.safetensors)")
     sample_tokens: int = _f(200, "tokens to sample at the end of training (0: none)")
@@ -94,7 +99,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("max_iters", "warmup_iters", "sample_tokens"):
+        for name in ("max_iters", "warmup_iters", "sample_tokens", "early_stop"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
@@ -110,6 +115,10 @@ class TrainConfig:
                 f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "
                 "lower --min-lr"
             )
+        if self.time is not None:
+            from gptlab.train.budget import parse_duration
+
+            parse_duration(self.time)
         for name, tp in field_types(TrainConfig).items():
             if typing.get_origin(tp) is Literal:
                 check_choice(name, getattr(self, name), tp)
@@ -211,6 +220,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 )}
 
 DEFAULT_PRESET = "cpu-quick"
+TIME_PRESET = "speedrun"  # the base of a --time run: its recipe, scaled to the budget
 
 
 # ---------------------------------------------------------------------------- field typing
@@ -370,15 +380,34 @@ def resolve_config(
     file_preset, file_model, file_train = (None, {}, {})
     if config_path is not None:
         file_preset, file_model, file_train = load_config_file(config_path)
-    name = preset or file_preset or DEFAULT_PRESET
+    over_model, over_train = split_settings(dict(overrides or {}), "command line")
+    timed = over_train.get("time", file_train.get("time")) is not None
+    name = preset or file_preset or (TIME_PRESET if timed else DEFAULT_PRESET)
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}; choose one of: "
                           + ", ".join(PRESETS))
     base = PRESETS[name]
-    over_model, over_train = split_settings(dict(overrides or {}), "command line")
     model = {**base.model, **file_model, **over_model}
     train = TrainConfig(**{**base.train, **file_train, **over_train})
     return name, model, train
+
+
+def pinned_settings(
+    preset: str | None = None,
+    config_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> set[str]:
+    """The settings a user chose, which `--time` keeps: those of the config file and the
+    flags, and, for a preset named explicitly, its model and batch size (the budget then
+    plans that model's steps and schedule)."""
+    file_preset, file_model, file_train = (None, {}, {})
+    if config_path is not None:
+        file_preset, file_model, file_train = load_config_file(config_path)
+    pinned = set(file_model) | set(file_train) | set(overrides or {})
+    name = preset or file_preset
+    if name in PRESETS:
+        pinned |= set(PRESETS[name].model) | {"batch_size"}
+    return pinned - {"time"}
 
 
 def resolve_resume_config(

@@ -10,15 +10,13 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import signal
-import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gptlab import checkpoint as ckpt
@@ -30,10 +28,13 @@ from gptlab.integrity import verify_file
 from gptlab.model import GPT, ModelConfig
 from gptlab.tokenizers import Tokenizer, same_tokenizer
 from gptlab.train import distributed as dist_util
+from gptlab.train.budget import Plan
 from gptlab.train.config import TrainConfig
+from gptlab.train.console import ProgressBar, StopOnSignal
 from gptlab.train.data import load_training_data
 from gptlab.train.evaluate import MetricsLog, estimate_loss, loss_metrics, tensorboard_writer
 from gptlab.train.optim import configure_optimizer, get_lr
+from gptlab.train.timed import BudgetClock, plan_run, replan
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class TrainResult:
     sample: str | None = None
     is_main: bool = True
     start_step: int = 0  # the step this call started from (> 0 when resumed)
+    stopped: str | None = None  # why it ended before max_iters: "time", "early_stop"
+    plan: Plan | None = None  # what --time picked
+    data_s: float = 0.0  # seconds spent finding or preparing the dataset
 
 
 class Trainer:
@@ -69,6 +73,10 @@ class Trainer:
         model_settings: ModelConfig fields (vocab_size comes from the dataset).
         resume: continue from RUN_DIR's latest checkpoint (config already merged by caller).
         progress: show a tqdm bar on stderr (rank 0 only).
+        pinned: the settings the user chose; with `config.time` the budget plans the others
+            (`gptlab.train.budget`).
+        started: when the budget's clock started (time.time(); None: now). Preparing the
+            dataset is not counted against it.
     """
 
     def __init__(
@@ -78,7 +86,10 @@ class Trainer:
         config: TrainConfig,
         resume: bool = False,
         progress: bool = True,
+        pinned: Collection[str] = (),
+        started: float | None = None,
     ) -> None:
+        started = time.time() if started is None else started
         self.run_dir = Path(run_dir)
         self.config = config
         self.resume = resume
@@ -92,7 +103,17 @@ class Trainer:
         runtime.enable_tf32(self.device)
         if not resume and self.dist.is_main:
             self._check_new_run_dir()
+        data_start = time.time()
         self.data = load_training_data(config, self.run_dir, self.dist)
+        self.data_s = time.time() - data_start
+        self.deadline: float | None = None
+        self.plan: Plan | None = None
+        if config.time and not resume:
+            started += self.data_s  # preparing data is reported apart
+            model_settings = self._plan_budget(model_settings, set(pinned), started)
+        elif config.time:
+            log.info("resuming: --time %s planned this run at its start; training on to "
+                     "step %d", config.time, config.max_iters)
         self._setup_model(model_settings)
         self.step = 0
         self.best_val_loss: float | None = None
@@ -116,6 +137,16 @@ class Trainer:
                 f"--out {self.run_dir} already holds files: add --resume to continue that run, "
                 "or pass a new --out"
             )
+
+    def _plan_budget(
+        self, model_settings: dict[str, Any], pinned: set[str], started: float
+    ) -> dict[str, Any]:
+        """Probe, pick and apply the --time plan; returns the model settings to build."""
+        self.plan, model_settings, self.config = plan_run(
+            model_settings, self._model_settings(model_settings), self.config, pinned, started,
+            int(self.data.facts["train_tokens"]), self.device, self.dist)
+        self.deadline = started + self.plan.budget_s
+        return model_settings
 
     def _make_batches(self, split: str, seed: int) -> RandomBatches:
         return RandomBatches(self.data.dir, split, self.config.batch_size,
@@ -185,6 +216,8 @@ class Trainer:
 
     def _write_config(self) -> None:
         doc = ckpt.run_config_dict(self.model_config, self.config.to_dict(), self.data.facts)
+        if self.plan is not None:
+            doc["time_budget"] = self.plan.to_dict()
         write_json(self.run_dir / ckpt.CONFIG_FILE, doc)
 
     def _restore(self) -> None:
@@ -247,25 +280,34 @@ class Trainer:
         self._saved_step = self.step if self.resume else -1
         if cfg.tensorboard and self.dist.is_main:
             self.metrics.writer = tensorboard_writer(self.run_dir / "tensorboard")
-        bar = _ProgressBar(cfg.max_iters, self.step, self.tokens_per_step,
+        bar = ProgressBar(cfg.max_iters, self.step, self.tokens_per_step,
                            enabled=self.progress and self.dist.is_main)
         t0, train_time = time.time(), 0.0
-        with _StopOnSignal(self), logging_redirect_tqdm():
+        clock = BudgetClock(self.deadline, cfg.eval_iters,
+                            self.plan.step_s() if self.plan else None)
+        stopped = None
+        with StopOnSignal(self), logging_redirect_tqdm():
             while True:
+                if stopped is None and clock.out_of_time(self.step):
+                    stopped = "time" if dist_util.all_ranks_any(
+                        True, self.dist, self.device) else None
                 # every once in a while evaluate the loss on train and val sets, and save
-                due = self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters
-                if due and not (self.resume and self.step == start_step):
-                    losses = self.evaluate()
-                    is_best = self._note_eval(losses)
-                    self._log({"kind": "eval", "step": self.step, "tokens": self.tokens,
-                               "time": round(time.time() - t0, 3), **losses})
-                    self.save(is_best=is_best)
-                if self.step >= cfg.max_iters or self._should_stop():
+                due = (self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters
+                       or stopped is not None)
+                # a --time run spends no budget on evaluating its untrained model
+                skip = (self.resume and self.step == start_step) or (
+                    clock.budgeted and self.step == 0 and stopped is None)
+                if due and not skip and self._evaluate_and_save(t0, clock) and not stopped:
+                    stopped = "early_stop"
+                if stopped or self.step >= cfg.max_iters or self._should_stop():
                     break
                 # one optimisation step: a batch, the loss, backward, update
                 t = time.time()
                 loss = self.train_step()
                 dt = time.time() - t
+                clock.stepped(dt)
+                if clock.budgeted and self.step == cfg.warmup_iters >= 4 and not self.resume:
+                    cfg = self._replan(clock, bar)
                 train_time += dt
                 if self.step % cfg.log_interval == 0:
                     self._log({"kind": "train", "step": self.step, "loss": loss,
@@ -273,17 +315,49 @@ class Trainer:
                                "tokens": self.tokens, "time": round(train_time, 3)})
                 bar.update(loss, dt)
         bar.close()
-        interrupted = self.step < cfg.max_iters
+        self._finish(stopped)
+        return TrainResult(self.run_dir, self.step, cfg.max_iters,
+                           (self.step - start_step) * self.tokens_per_step,
+                           time.time() - t0, self.step < cfg.max_iters and stopped is None,
+                           self.best_val_loss, self.last_eval,
+                           is_main=self.dist.is_main, start_step=start_step, stopped=stopped,
+                           plan=self.plan, data_s=self.data_s)
+
+    def _replan(self, clock: BudgetClock, bar: ProgressBar) -> TrainConfig:
+        """Fit max_iters to the pace the loop really runs at (`timed.replan`)."""
+        self.plan, self.config = replan(self.plan, self.config, clock, self.step, self.dist)
+        bar.bar.total = self.config.max_iters
+        if self.dist.is_main:
+            self._write_config()
+        return self.config
+
+    def _evaluate_and_save(self, t0: float, clock: BudgetClock) -> bool:
+        """Estimate the losses, log them and checkpoint; True when training should stop
+        early (`early_stop`)."""
+        t = time.time()
+        losses = self.evaluate()
+        clock.evaluated(time.time() - t)
+        is_best = self._note_eval(losses)
+        self._log({"kind": "eval", "step": self.step, "tokens": self.tokens,
+                   "time": round(time.time() - t0, 3), **losses})
+        self.save(is_best=is_best)
+        return self._early_stop()
+
+    def _finish(self, stopped: str | None) -> None:
+        """Say why the run stopped early, write the last checkpoint, close the log."""
+        if stopped == "time":
+            log.info("the --time budget is spent: stopped at step %d of %d", self.step,
+                     self.config.max_iters)
+        elif stopped == "early_stop":
+            log.info("val loss missed its best %d evaluations in a row: stopped at step %d; "
+                     "best.safetensors holds the best weights", self.config.early_stop,
+                     self.step)
         if self._saved_step != self.step:
             self.save()
         self.metrics.close()
         if self.dist.enabled:
             log.info("rank %d weights %s", self.dist.rank,
                      dist_util.weights_digest(self.raw_model))
-        return TrainResult(self.run_dir, self.step, cfg.max_iters,
-                           (self.step - start_step) * self.tokens_per_step,
-                           time.time() - t0, interrupted, self.best_val_loss, self.last_eval,
-                           is_main=self.dist.is_main, start_step=start_step)
 
     @property
     def tokens(self) -> int:
@@ -307,7 +381,13 @@ class Trainer:
         is_best = self.best_val_loss is None or metrics["val_loss"] < self.best_val_loss
         if is_best:
             self.best_val_loss = metrics["val_loss"]
+        self.evals_since_best = 0 if is_best else getattr(self, "evals_since_best", 0) + 1
         return is_best
+
+    def _early_stop(self) -> bool:
+        """True once `early_stop` evaluations in a row have missed the best val loss (the
+        same on every rank: the losses are averaged over ranks)."""
+        return 0 < self.config.early_stop <= self.evals_since_best
 
     def _should_stop(self) -> bool:
         return dist_util.all_ranks_any(self.stop_requested, self.dist, self.device)
@@ -366,69 +446,27 @@ class Trainer:
                 "Lower --learning-rate or set --grad-clip 1.0")
 
 
-class _ProgressBar:
-    """tqdm's bar over the steps, showing the loss and a smoothed tokens per second."""
-
-    def __init__(self, total: int, initial: int, tokens_per_step: int, enabled: bool):
-        self.bar = tqdm(total=total, initial=initial, unit="step", disable=not enabled,
-                        dynamic_ncols=True)
-        self.tokens_per_step = tokens_per_step
-        self.tok_s = 0.0
-
-    def update(self, loss: float, dt: float) -> None:
-        """One step done, `dt` seconds long."""
-        rate = self.tokens_per_step / max(dt, 1e-9)
-        self.tok_s = rate if self.tok_s == 0 else 0.9 * self.tok_s + 0.1 * rate
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{self.tok_s:,.0f}", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _StopOnSignal:
-    """While active, SIGINT/SIGTERM ask the trainer to save and stop after the current step;
-    a second SIGINT interrupts at once (KeyboardInterrupt)."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-        self.previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.trainer.stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.trainer.stop_requested = True
-        log.info("%s received: saving a checkpoint after this step",
-                 signal.Signals(signum).name)
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 def train(
     run_dir: Path,
     model_settings: dict[str, Any],
     config: TrainConfig,
     resume: bool = False,
     progress: bool = True,
+    pinned: Collection[str] = (),
+    started: float | None = None,
 ) -> TrainResult:
     """Train (or resume) a run; see `Trainer`. Leaves the process group when distributed."""
     trainer, finished = None, False
     try:
-        with write_errors(run_dir, lambda: _intact_checkpoint(Path(run_dir))):
-            trainer = Trainer(run_dir, model_settings, config, resume=resume, progress=progress)
+        with write_errors(run_dir, lambda: ckpt.intact_checkpoint_note(Path(run_dir))):
+            trainer = Trainer(run_dir, model_settings, config, resume=resume, progress=progress,
+                              pinned=pinned, started=started)
             result = trainer.run()
         trained = result.step > result.start_step
-        if config.sample_tokens and trainer.dist.is_main and trained and not result.interrupted:
+        if (trainer.config.sample_tokens and trainer.dist.is_main and trained
+                and not result.interrupted):
             result.sample = sample_text(trainer.raw_model, trainer.data.tokenizer,
-                                        config.sample_tokens, config.seed)
+                                        trainer.config.sample_tokens, config.seed)
         finished = True
         return result
     finally:
@@ -438,16 +476,6 @@ def train(
         trainer = None
         gc.collect()
         dist_util.teardown(barrier=finished)
-
-
-def _intact_checkpoint(run_dir: Path) -> str:
-    """What a failed write leaves of a run, for its WriteError."""
-    last = ckpt.latest_checkpoint_dir(run_dir)
-    if last is None:
-        return "no checkpoint was written yet"
-    step = int(last.name.removeprefix("step-"))
-    return (f"the last complete checkpoint is step {step} ({last}): continue from it with "
-            f"`gptlab train --out {run_dir} --resume` once there is room")
 
 
 def sample_text(

@@ -1,0 +1,121 @@
+"""The sweep behind `--time` (#16): val loss of each ladder shape at each wall-time budget.
+
+Each point is one `gptlab train --time BUDGET` with the shape pinned by flags (so the
+budget plans only its steps and schedule), in a fresh process, on char Tiny Shakespeare,
+then `gptlab eval` over the whole val split. A point's row: the shape, its non-embedding
+parameters N, the tokens D it trained on, the whole command's wall time, and the val loss.
+Rows are appended as JSON lines to --results, so an interrupted sweep keeps what it
+measured and a second call adds to it; `--fit` fits the rule in gptlab/train/budget.py,
+
+    L(N, D) = E + A / N**alpha + B / D_eff**beta,
+
+to every row there (least squares in E, A, B on a grid of alpha and beta) and prints it.
+
+    python benchmarks/sweep_time.py --budgets 60,150 --shapes 0,1,2
+    python benchmarks/sweep_time.py --fit
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "src"))
+
+from gptlab.train.budget import LADDER, RULE, SHAPE_FIELDS, LossRule  # noqa: E402
+
+DEFAULT_RESULTS = REPO_ROOT / "docs" / "time-sweep.jsonl"  # the rule's data, kept
+
+
+def run_point(budget: str, shape_index: int, seed: int, data: str, work: Path) -> dict:
+    shape = LADDER[shape_index]
+    run = work / f"run-{budget}-{shape_index}-{seed}"
+    flags = [f"--{k.replace('_', '-')}={getattr(shape, k)}" for k in SHAPE_FIELDS]
+    cmd = [sys.executable, "-m", "gptlab", "train", "--time", budget, *flags,
+           "--seed", str(seed), "--out", str(run), "--no-progress", "--sample-tokens", "0",
+           *(["--data", data] if data else [])]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    ev = subprocess.run([sys.executable, "-m", "gptlab", "eval", str(run), "--json"],
+                        env=env, capture_output=True, text=True, check=True)
+    config = json.loads((run / "config.json").read_text())
+    plan = config["time_budget"]
+    return {"budget": budget, "shape": shape_index, **{k: getattr(shape, k) for k in SHAPE_FIELDS},
+            "params": shape.params(), "seed": seed, "steps": config["train"]["max_iters"],
+            "tokens": plan["tokens"], "unique_tokens": config["data"]["train_tokens"],
+            "epochs": plan["epochs"], "wall_s": round(wall, 1),
+            "predicted": round(plan["predicted_val_loss"], 4),
+            "val_loss": round(json.loads(ev.stdout)["loss"], 4)}
+
+
+def fit(rows: list[dict]) -> tuple[LossRule, float]:
+    """Least squares for E, A, B at each (alpha, beta) on a grid; returns the best fit and
+    its RMS error."""
+    import numpy as np
+
+    best = None
+    y = np.array([r["val_loss"] for r in rows])
+    for alpha, beta in itertools.product(np.arange(0.05, 1.01, 0.025), repeat=2):
+        d_eff = np.array([RULE.effective_tokens(r["tokens"], r["unique_tokens"]) for r in rows])
+        n = np.array([r["params"] for r in rows], dtype=float)
+        X = np.stack([np.ones_like(y), n**-alpha, d_eff**-beta], axis=1)
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        if (coef < 0).any():
+            continue
+        rms = float(np.sqrt(np.mean((X @ coef - y) ** 2)))
+        if best is None or rms < best[1]:
+            best = (LossRule(float(coef[0]), float(coef[1]), float(alpha), float(coef[2]),
+                             float(beta), RULE.r_star), rms)
+    assert best is not None, "no fit with non-negative coefficients"
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budgets", default="60s", help="comma-separated, e.g. 60s,150s")
+    parser.add_argument("--shapes", default="0,1", help="ladder indices, comma-separated")
+    parser.add_argument("--seeds", default="1337")
+    parser.add_argument("--data", default="", help="prepared dataset (default: shakespeare)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--fit", action="store_true", help="fit the rule to --results")
+    args = parser.parse_args()
+    if args.fit:
+        rows = [json.loads(line) for line in args.results.read_text().splitlines()]
+        rule, rms = fit(rows)
+        print(f"{len(rows)} points: {rule} (RMS error {rms:.4f})")
+        for r in rows:
+            pred = rule.predict(r["params"], r["tokens"], r["unique_tokens"])
+            print(f"  {r['budget']:>5} shape {r['shape']} N={r['params']:,} D={r['tokens']:,} "
+                  f"val {r['val_loss']:.4f} fit {pred:.4f}")
+        return
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    print("| budget | shape | layers | embd | block | batch | N | steps | tokens | epochs | "
+          "wall s | predicted | val loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for budget in args.budgets.split(","):
+            for shape in map(int, args.shapes.split(",")):
+                for seed in map(int, args.seeds.split(",")):
+                    r = run_point(budget, shape, seed, args.data, Path(tmp))
+                    with open(args.results, "a") as f:
+                        f.write(json.dumps(r) + "\n")
+                    print(f"| {budget} | {shape} | {r['n_layer']} | {r['n_embd']} | "
+                          f"{r['block_size']} | {r['batch_size']} | {r['params']:,} | "
+                          f"{r['steps']} | {r['tokens']:,} | {r['epochs']:.1f} | "
+                          f"{r['wall_s']} | {r['predicted']} | {r['val_loss']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""A --time run's two moving parts: the probe and plan at its start, and the clock that
+ends it in time (the maths of the plan is `gptlab.train.budget`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any
+
+import torch
+
+from gptlab.errors import ConfigError
+from gptlab.model import GPT, ModelConfig
+from gptlab.train import distributed as dist_util
+from gptlab.train.budget import (
+    SHAPE_FIELDS,
+    STEP_MARGIN,
+    Plan,
+    Shape,
+    format_plan,
+    make_plan,
+    parse_duration,
+)
+from gptlab.train.config import TrainConfig
+from gptlab.train.optim import configure_optimizer
+
+log = logging.getLogger(__name__)
+
+
+def plan_run(
+    model_settings: dict[str, Any],
+    resolved: dict[str, Any],
+    config: TrainConfig,
+    pinned: set[str],
+    started: float,
+    train_tokens: int,
+    device: str,
+    dist: dist_util.DistInfo,
+) -> tuple[Plan, dict[str, Any], TrainConfig]:
+    """Probe this machine, plan `config.time`, and apply the plan to what the user left
+    open.
+
+    Args:
+        model_settings: the run's ModelConfig settings; resolved: the same with the
+            dataset's vocab_size (what the probe builds).
+        pinned: the settings the user chose (kept); started: when the budget's clock began.
+
+    Returns:
+        (plan, model settings, TrainConfig) to train with.
+    """
+    if "max_iters" in pinned:
+        raise ConfigError("--time picks the number of steps: drop --max-iters, or drop "
+                          "--time to train for a fixed number of steps")
+    budget_s = parse_duration(config.time)
+    values = {**resolved, "batch_size": config.batch_size}
+    fixed = {k: values[k] for k in SHAPE_FIELDS if k in pinned}
+    plan = make_plan(budget_s, time.time() - started, train_tokens,
+                     lambda shape: probe_steps_per_second(resolved, config, shape, device),
+                     fixed)
+    plan = dist_util.gather_objects(plan, dist)[0]  # every rank trains rank 0's plan
+    plan.pinned = sorted(pinned)
+    planned = plan.planned()
+    model_fields = set(plan.model_settings())
+    config = dataclasses.replace(
+        config, **{k: v for k, v in planned.items() if k not in model_fields})
+    if dist.is_main:
+        log.info("%s", format_plan(plan))
+    return plan, {**model_settings, **{k: v for k, v in planned.items() if k in model_fields}}, \
+        config
+
+
+def probe_steps_per_second(
+    model_settings: dict[str, Any],
+    config: Any,
+    shape: Shape,
+    device: str,
+    min_seconds: float = 0.4,
+    min_steps: int = 3,
+) -> float:
+    """Optimizer steps per second of `shape` on this machine: a throwaway model and
+    optimizer, random tokens, one untimed step (allocations, kernel choice) then at least
+    `min_steps` timed ones and `min_seconds`. Seeds are left as they were.
+
+    Args:
+        model_settings: ModelConfig fields (the shape's fields replace the size ones).
+        config: the run's TrainConfig (optimizer, batch size replaced by the shape's).
+    """
+    settings = {**model_settings, **{k: getattr(shape, k) for k in SHAPE_FIELDS[:4]}}
+    model_config = ModelConfig.from_dict(settings)
+    probe_config = dataclasses.replace(config, batch_size=shape.batch_size, time=None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = GPT(model_config).to(device)
+        optimizer = configure_optimizer(model, probe_config, device.split(":")[0])
+        x = torch.randint(model_config.vocab_size, (shape.batch_size, shape.block_size),
+                          device=device)  # (B, T)
+
+        def step() -> None:
+            _, loss = model(x, x)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss.item()  # waits for the device
+
+        step()
+        steps, start = 0, time.perf_counter()
+        while steps < min_steps or time.perf_counter() - start < min_seconds:
+            step()
+            steps += 1
+        return steps / (time.perf_counter() - start)
+
+
+class BudgetClock:
+    """When a --time run must stop stepping: when one more step, the final evaluation and
+    the writes would pass the deadline. Steps and evaluations are timed as they run; before
+    the first evaluation its time is estimated from the steps (a forward pass is about a
+    third of a training step). It also measures the loop's real pace (steps per second of
+    wall time, everything included) for `replan`."""
+
+    _WRITES_S = 0.5  # the final checkpoint and report
+
+    def __init__(self, deadline: float | None, eval_iters: int, step_s: float | None = None):
+        self.deadline = deadline
+        self.eval_iters = eval_iters
+        self.step_s = step_s  # from the probe, until steps are timed
+        self.eval_s: float | None = None
+        self.first = True
+        self.paced_from: float | None = None  # when the first step ended
+        self.paced_steps = 0  # steps since then
+
+    @property
+    def budgeted(self) -> bool:
+        return self.deadline is not None
+
+    def stepped(self, seconds: float) -> None:
+        if self.paced_from is None:
+            self.paced_from = time.time()
+        else:
+            self.paced_steps += 1
+        if self.first and self.step_s is not None:  # the first step also allocates: not typical
+            self.first = False
+            return
+        self.first = False
+        # the slowest of recent steps, decaying: a slow stretch is not forgotten at once
+        self.step_s = seconds if self.step_s is None else max(seconds, 0.9 * self.step_s)
+
+    def evaluated(self, seconds: float) -> None:
+        self.eval_s = seconds
+
+    def _eval_s(self) -> float:
+        step_s = self.step_s or 0.0
+        return self.eval_s if self.eval_s is not None else 2 * self.eval_iters * step_s / 3
+
+    def out_of_time(self, step: int) -> bool:
+        if self.deadline is None or self.step_s is None:
+            return False
+        return time.time() + self.step_s + self._eval_s() + self._WRITES_S > self.deadline
+
+    def steps_left(self, evaluations: int) -> int | None:
+        """Steps that fit before the deadline at the pace measured so far, leaving time for
+        `evaluations` evaluations and the writes; None before there is a pace."""
+        if self.deadline is None or self.paced_steps < 3:
+            return None
+        pace = (time.time() - self.paced_from) / self.paced_steps  # seconds per step
+        left = self.deadline - time.time() - evaluations * self._eval_s() - self._WRITES_S
+        return max(0, int(left / pace * STEP_MARGIN))
+
+
+def replan(
+    plan: Plan, config: TrainConfig, clock: BudgetClock, step: int, dist: dist_util.DistInfo
+) -> tuple[Plan, TrainConfig]:
+    """The plan and config with max_iters set to what the measured pace fits in the budget.
+
+    Called at the end of the warmup: the learning rate up to there does not depend on
+    max_iters, so the run stays exactly what its config.json then says (the probe times
+    bare steps; the loop also fetches batches and logs, and the machine may be busier)."""
+    interval_all = config.eval_interval >= config.max_iters
+    evaluations = 1 if interval_all else math.ceil((config.max_iters - step) /
+                                                    config.eval_interval)
+    left = dist_util.gather_objects(clock.steps_left(evaluations), dist)[0]
+    if left is None:
+        return plan, config
+    total = max(step + 1, step + left)
+    changes = {"max_iters": total, "lr_decay_iters": total,
+               "eval_interval": total if interval_all else max(1, total // 10)}
+    changes = {k: v for k, v in changes.items() if k not in plan.pinned}
+    plan = dataclasses.replace(plan, max_iters=total, tokens=total * plan.shape.tokens_per_step,
+                               replanned_from=plan.max_iters,
+                               eval_interval=changes.get("eval_interval", plan.eval_interval))
+    if dist.is_main:
+        log.info("--time: at step %d the loop runs %.2f steps/s; training for %d steps in "
+                 "all (planned %d)", step, clock.paced_steps / (time.time() - clock.paced_from),
+                 total, plan.replanned_from)
+    return plan, dataclasses.replace(config, **changes)

@@ -1,0 +1,242 @@
+"""`--time`: durations, the loss rule, the plan, and a budgeted run's stop and records."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gptlab.cli import main
+from gptlab.errors import ConfigError
+from gptlab.train import TrainConfig, Trainer, budget
+from gptlab.train.budget import RULE, LossRule, Shape, make_plan, parse_duration
+from gptlab.train.config import pinned_settings, resolve_config
+from gptlab.train.timed import BudgetClock
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_helpers import TINY_FLAGS, make_dataset  # noqa: E402
+
+TINY_LADDER = (Shape(1, 2, 16, 16, 4), Shape(2, 2, 32, 16, 4), Shape(2, 4, 64, 32, 8))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, tiny_text) -> Path:
+    return make_dataset(tiny_text, tmp_path_factory.mktemp("ds"))
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90s", 90), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("45", 45), ("2.5m", 150),
+    (" 10M ", 600), (120, 120),
+])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text, message", [
+    ("5 minutes", "is not a duration"), ("", "is not a duration"), ("m", "is not a duration"),
+    ("5m5", "is not a duration"), ("-5m", "is not a duration"), ("10s", "too short"),
+    ("nan", "too short"), (True, "is not a duration"),
+])
+def test_bad_durations_say_what_to_write(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_duration(text)
+
+
+@given(unique=st.floats(1e3, 1e8), tokens=st.floats(1, 1e10), more=st.floats(1, 1e9))
+def test_repeated_tokens_count_less(unique, tokens, more):
+    d = RULE.effective_tokens(tokens, unique)
+    assert d <= tokens * (1 + 1e-12)
+    assert d <= unique * (1 + RULE.r_star) * (1 + 1e-12)
+    if tokens <= unique:
+        assert d == tokens
+    assert RULE.effective_tokens(tokens + more, unique) >= d  # never worse with more data
+
+
+def test_rule_predicts_lower_loss_with_more_tokens_and_parameters():
+    rule = LossRule(E=1.0, A=10.0, alpha=0.3, B=10.0, beta=0.3, r_star=5.0)
+    assert rule.predict(1e6, 1e7, 1e9) < rule.predict(1e6, 1e6, 1e9)
+    assert rule.predict(1e7, 1e7, 1e9) < rule.predict(1e6, 1e7, 1e9)
+    # the formula, by hand
+    assert rule.predict(1e6, 1e7, 1e9) == pytest.approx(1 + 10 / 1e6**0.3 + 10 / 1e7**0.3)
+
+
+def test_plan_probes_up_the_ladder_until_larger_is_worse(monkeypatch):
+    monkeypatch.setattr(budget, "LADDER", TINY_LADDER)
+    rates = {TINY_LADDER[0]: 200.0, TINY_LADDER[1]: 100.0, TINY_LADDER[2]: 0.5}
+    probed = []
+
+    def measure(shape):
+        probed.append(shape)
+        return rates[shape]
+
+    rule = LossRule(E=1.0, A=30.0, alpha=0.5, B=30.0, beta=0.5, r_star=5.0)
+    plan = make_plan(60.0, 2.0, 10**6, measure, {}, rule)
+    assert probed == list(TINY_LADDER)  # the third is probed, found worse: the end
+    assert plan.shape == TINY_LADDER[1]
+    predictions = [row["predicted_val_loss"] for row in plan.probe]
+    assert predictions[1] == min(predictions)
+    # the steps fit in what is left: budget - start-up - probe - evaluation - writes
+    assert plan.max_iters / rates[plan.shape] <= 60.0 - 2.0
+    assert plan.max_iters == int(rates[plan.shape] * plan.train_s * budget.STEP_MARGIN)
+    eval_s = 2 * budget.EVAL_ITERS / 3 / rates[plan.shape]
+    assert plan.train_s == pytest.approx(60.0 - 2.0 - plan.probe_s - eval_s - budget._RESERVE_S)
+    assert plan.tokens == plan.max_iters * plan.shape.tokens_per_step
+    assert plan.epochs == pytest.approx(plan.tokens / 10**6)
+    assert 1 <= plan.warmup_iters <= 100 and plan.min_lr == pytest.approx(plan.learning_rate / 10)
+
+
+def test_plan_keeps_what_the_user_fixed(monkeypatch):
+    monkeypatch.setattr(budget, "LADDER", TINY_LADDER)
+    plan = make_plan(60.0, 0.0, 10**6, lambda shape: 50.0, {"n_embd": 32, "batch_size": 2})
+    assert all(row["n_embd"] == 32 and row["batch_size"] == 2 for row in plan.probe)
+    assert all(row["n_embd"] % row["n_head"] == 0 for row in plan.probe)
+
+
+def test_small_corpus_gets_dropout_and_early_stopping(monkeypatch):
+    monkeypatch.setattr(budget, "LADDER", TINY_LADDER[:1])
+    plan = make_plan(600.0, 0.0, 1000, lambda shape: 100.0, {})
+    assert plan.epochs > 16 and plan.dropout == 0.2
+    assert plan.eval_interval == plan.max_iters // 10 and plan.early_stop == 2
+    # ten evaluations along the way: their time is taken from training
+    assert plan.train_s == pytest.approx(600.0 - plan.probe_s - 11 * 2 * budget.EVAL_ITERS
+                                         / 3 / 100.0 - budget._RESERVE_S, rel=1e-3)
+    big = make_plan(600.0, 0.0, 10**9, lambda shape: 100.0, {})
+    assert big.dropout == 0.0 and big.eval_interval == big.max_iters and big.early_stop == 0
+
+
+def test_no_time_left_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(budget, "LADDER", TINY_LADDER[:1])
+    with pytest.raises(ConfigError, match="leaves no time to train"):
+        make_plan(30.0, 29.9, 10**6, lambda shape: 1.0, {})
+
+
+def test_clock_stops_when_a_step_and_the_evaluation_would_pass_the_deadline(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    clock = BudgetClock(deadline=1010.0, eval_iters=30)
+    assert not clock.out_of_time(0)  # no step timed yet
+    clock.stepped(0.3)  # evaluation estimated at 2 * 30 * 0.1 = 6 s
+    assert not clock.out_of_time(1)  # 1000 + 0.3 + 6 + 0.5 < 1010
+    now[0] = 1003.3
+    assert clock.out_of_time(2)
+    clock.evaluated(1.0)  # a measured evaluation replaces the estimate
+    assert not clock.out_of_time(2)
+    assert not BudgetClock(None, 30).out_of_time(5)
+    probed = BudgetClock(deadline=1010.0, eval_iters=30, step_s=0.3)
+    probed.stepped(5.0)  # the first step (allocations) does not count
+    assert probed.step_s == 0.3
+    probed.stepped(0.6)
+    assert probed.step_s == 0.6
+
+
+def test_time_with_max_iters_is_refused(data_dir, tmp_path, capsys):
+    code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "r"), *TINY_FLAGS,
+                 "--time", "30s", "--max-iters", "10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: --time picks the number of steps")
+    assert not (tmp_path / "r").exists()
+
+
+def test_time_setting_in_toml_and_its_base_preset(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('time = "5m"\nn_layer = 2\n')
+    name, model, train = resolve_config(None, path)
+    assert name == "speedrun" and train.time == "5m" and model["n_layer"] == 2
+    assert pinned_settings(None, path) == {"n_layer"}
+    assert "n_embd" in pinned_settings("lecture", None, {"time": "5m"})
+    assert "max_iters" not in pinned_settings("lecture", None, {"time": "5m"})
+    with pytest.raises(ConfigError, match="not a duration"):
+        TrainConfig(time="soon")
+
+
+def test_budgeted_run_plans_records_and_repeats(data_dir, tmp_path, monkeypatch, capsys,
+                                                caplog):
+    monkeypatch.setattr(budget, "LADDER", TINY_LADDER[:2])
+    monkeypatch.setattr(budget, "MIN_SECONDS", 1.0)
+    caplog.set_level("INFO")
+    started = time.time()  # not pytest's start: this "process" starts now
+    monkeypatch.setattr(budget, "process_start_time", lambda: started)
+    run = tmp_path / "timed"
+    flags = ["--device", "cpu", "--no-progress", "--sample-tokens", "0"]
+    assert main(["train", "--data", str(data_dir), "--out", str(run), *flags,
+                 "--time", "6s"]) == 0
+    err = capsys.readouterr().err
+    assert "probed 2 shape(s)" in caplog.text and "pred. val" in caplog.text
+    config = json.loads((run / "config.json").read_text())
+    plan = config["time_budget"]
+    assert config["train"]["time"] == "6s"
+    assert config["train"]["max_iters"] == plan["max_iters"]
+    assert config["model"]["n_embd"] == plan["shape"]["n_embd"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert evals and evals[0]["step"] > 0  # no evaluation at step 0: it would cost budget
+    assert evals[-1]["step"] == records[-1]["step"]  # the run ends with an evaluation
+    # the printed flags repeat the plan without --time
+    repeat = err.split("replace --time with: ")[1].splitlines()[0].split()
+    again = tmp_path / "again"
+    assert main(["train", "--data", str(data_dir), "--out", str(again), *flags,
+                 *repeat]) == 0
+    config2 = json.loads((again / "config.json").read_text())
+    assert config2["model"] == config["model"]
+    assert {k: v for k, v in config2["train"].items() if k != "time"} == {
+        k: v for k, v in config["train"].items() if k != "time"}
+
+
+def test_run_out_of_time_ends_with_evaluation_and_checkpoint(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "LADDER", TINY_LADDER[:1])
+    monkeypatch.setattr(budget, "MIN_SECONDS", 1.0)
+    trainer = Trainer(tmp_path / "r", {}, TrainConfig(data=str(data_dir), time="30s",
+                                                     device="cpu", sample_tokens=0),
+                      progress=False)
+    assert trainer.config.max_iters > 1
+    trainer.deadline = time.time()  # the budget is already spent: stop at once
+    result = trainer.run()
+    assert result.stopped == "time" and not result.interrupted
+    assert result.step < trainer.config.max_iters
+    assert result.last_eval and math.isfinite(result.last_eval["val_loss"])
+    assert (tmp_path / "r" / "state" / f"step-{result.step:08d}").is_dir()
+
+
+def test_early_stop_after_evaluations_without_a_new_best(data_dir, tmp_path):
+    trainer = Trainer(tmp_path / "r", {"n_layer": 1, "n_head": 2, "n_embd": 16,
+                                       "block_size": 16},
+                      TrainConfig(data=str(data_dir), max_iters=50, eval_interval=1,
+                                  eval_iters=1, early_stop=2, device="cpu", sample_tokens=0,
+                                  learning_rate=0.0, min_lr=0.0, warmup_iters=0),
+                      progress=False)
+    result = trainer.run()  # lr 0: every evaluation after the first misses the best
+    assert result.stopped == "early_stop" and not result.interrupted
+    assert result.step == 2
+
+
+def test_replan_fits_max_iters_to_the_measured_pace(monkeypatch):
+    from gptlab.train.budget import Plan
+    from gptlab.train.distributed import DistInfo
+    from gptlab.train.timed import replan
+
+    now = [100.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    clock = BudgetClock(deadline=200.0, eval_iters=30, step_s=0.1)
+    for _ in range(11):  # the first step starts the pace; ten more at 0.2 s each
+        clock.stepped(0.2)
+        now[0] += 0.2
+    pace = (now[0] - 100.0) / 10  # wall seconds per step since the first one ended
+    assert clock.steps_left(1) == int((200.0 - now[0] - 2 * 30 * 0.2 / 3 - 0.5) / pace
+                                      * budget.STEP_MARGIN)
+    plan = Plan(budget_s=100, train_s=90, shape=TINY_LADDER[0], max_iters=900,
+                learning_rate=0.01, warmup_iters=10, min_lr=0.001, dropout=0.0,
+                eval_interval=900, tokens=900 * 64, epochs=1.0, predicted_val_loss=None,
+                probe=[], probe_s=1.0, pinned=["eval_interval"])
+    config = TrainConfig(max_iters=900, lr_decay_iters=900, eval_interval=900, warmup_iters=10)
+    new_plan, new_config = replan(plan, config, clock, 11, DistInfo())
+    total = 11 + clock.steps_left(1)
+    assert new_config.max_iters == new_config.lr_decay_iters == new_plan.max_iters == total
+    assert new_config.eval_interval == 900  # pinned by the user: kept
+    assert new_plan.replanned_from == 900 and new_plan.tokens == total * 64
+    assert replan(plan, config, BudgetClock(200.0, 30), 11, DistInfo()) == (plan, config)
