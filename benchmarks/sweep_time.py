@@ -7,9 +7,10 @@ parameters N, the tokens D it trained on, the whole command's wall time, and the
 Rows are appended as JSON lines to --results, so an interrupted sweep keeps what it
 measured and a second call adds to it; `--fit` fits the rule in gptlab/train/budget.py,
 
-    L(N, D) = E + A / N**alpha + B / D_eff**beta,
+    L(N, D, S) = E + A / N**alpha + B / D_eff**beta + C / S**gamma,
 
-to every row there (least squares in E, A, B on a grid of alpha and beta) and prints it.
+to every row there without dropout (least squares in E, A, B, C on a grid of alpha, beta
+and gamma) and prints it.
 
     python benchmarks/sweep_time.py --budgets 60,150 --shapes 0,1,2
     python benchmarks/sweep_time.py --fit
@@ -55,29 +56,33 @@ def run_point(budget: str, shape_index: int, seed: int, data: str, work: Path) -
     return {"budget": budget, "shape": shape_index, **{k: getattr(shape, k) for k in SHAPE_FIELDS},
             "params": shape.params(), "seed": seed, "steps": config["train"]["max_iters"],
             "tokens": plan["tokens"], "unique_tokens": config["data"]["train_tokens"],
-            "epochs": plan["epochs"], "wall_s": round(wall, 1),
+            "epochs": plan["epochs"], "dropout": config["model"]["dropout"],
+            "wall_s": round(wall, 1),
             "predicted": round(plan["predicted_val_loss"], 4),
             "val_loss": round(json.loads(ev.stdout)["loss"], 4)}
 
 
 def fit(rows: list[dict]) -> tuple[LossRule, float]:
-    """Least squares for E, A, B at each (alpha, beta) on a grid; returns the best fit and
-    its RMS error."""
+    """Least squares for E, A, B, C at each (alpha, beta, gamma) on a grid, keeping fits
+    whose coefficients are all >= 0; returns the best and its RMS error."""
     import numpy as np
 
-    best = None
     y = np.array([r["val_loss"] for r in rows])
-    for alpha, beta in itertools.product(np.arange(0.05, 1.01, 0.025), repeat=2):
-        d_eff = np.array([RULE.effective_tokens(r["tokens"], r["unique_tokens"]) for r in rows])
-        n = np.array([r["params"] for r in rows], dtype=float)
-        X = np.stack([np.ones_like(y), n**-alpha, d_eff**-beta], axis=1)
+    n = np.array([r["params"] for r in rows], dtype=float)
+    d = np.array([RULE.effective_tokens(r["tokens"], r["unique_tokens"]) for r in rows])
+    s = np.array([r["steps"] for r in rows], dtype=float)
+    best = None
+    grid = np.arange(0.05, 1.51, 0.05)
+    for alpha, beta, gamma in itertools.product(grid, repeat=3):
+        X = np.stack([np.ones_like(y), n**-alpha, d**-beta, s**-gamma], axis=1)
         coef, *_ = np.linalg.lstsq(X, y, rcond=None)
         if (coef < 0).any():
             continue
         rms = float(np.sqrt(np.mean((X @ coef - y) ** 2)))
         if best is None or rms < best[1]:
-            best = (LossRule(float(coef[0]), float(coef[1]), float(alpha), float(coef[2]),
-                             float(beta), RULE.r_star), rms)
+            best = (LossRule(*(round(float(c), 6) for c in (coef[0], coef[1], alpha, coef[2],
+                                                            beta, coef[3], gamma)),
+                             RULE.r_star), rms)
     assert best is not None, "no fit with non-negative coefficients"
     return best
 
@@ -93,10 +98,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.fit:
         rows = [json.loads(line) for line in args.results.read_text().splitlines()]
+        rows = [r for r in rows if not r.get("dropout")]  # the rule is for dropout-free runs
         rule, rms = fit(rows)
         print(f"{len(rows)} points: {rule} (RMS error {rms:.4f})")
         for r in rows:
-            pred = rule.predict(r["params"], r["tokens"], r["unique_tokens"])
+            pred = rule.predict(r["params"], r["tokens"], r["unique_tokens"], r["steps"])
             print(f"  {r['budget']:>5} shape {r['shape']} N={r['params']:,} D={r['tokens']:,} "
                   f"val {r['val_loss']:.4f} fit {pred:.4f}")
         return

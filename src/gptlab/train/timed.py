@@ -188,6 +188,7 @@ def replan(
                "eval_interval": total if interval_all else max(1, total // 10)}
     changes = {k: v for k, v in changes.items() if k not in plan.pinned}
     plan = dataclasses.replace(plan, max_iters=total, tokens=total * plan.shape.tokens_per_step,
+                               epochs=plan.epochs * total / plan.max_iters,
                                replanned_from=plan.max_iters,
                                eval_interval=changes.get("eval_interval", plan.eval_interval))
     if dist.is_main:
