@@ -254,3 +254,25 @@ def test_replan_fits_max_iters_to_the_measured_pace(monkeypatch):
     assert new_config.eval_interval == 900  # pinned by the user: kept
     assert new_plan.replanned_from == 900 and new_plan.tokens == total * 64
     assert replan(plan, config, BudgetClock(200.0, 30), 11, DistInfo()) == (plan, config)
+
+
+def test_a_budgeted_run_resumes_without_planning_again(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "LADDER", TINY_LADDER[:1])
+    monkeypatch.setattr(budget, "MIN_SECONDS", 1.0)
+    started = time.time()
+    monkeypatch.setattr(budget, "process_start_time", lambda: started)
+    run = tmp_path / "r"
+    flags = ["--device", "cpu", "--no-progress", "--sample-tokens", "0"]
+    assert main(["train", "--data", str(data_dir), "--out", str(run), *flags,
+                 "--time", "4s"]) == 0
+    first = json.loads((run / "config.json").read_text())
+    step = max(json.loads(line)["step"] for line in
+               (run / "metrics.jsonl").read_text().splitlines())
+    more = step + 5
+    assert main(["train", "--out", str(run), "--resume", "--max-iters", str(more),
+                 *flags]) == 0
+    again = json.loads((run / "config.json").read_text())
+    assert again["train"]["max_iters"] == more and again["model"] == first["model"]
+    assert again["time_budget"] == first["time_budget"]
+    last = (run / "metrics.jsonl").read_text().splitlines()[-1]
+    assert json.loads(last)["step"] == more

@@ -117,6 +117,7 @@ class Trainer:
         self._setup_model(model_settings)
         self.step = 0
         self.best_val_loss: float | None = None
+        self.evals_since_best = 0  # for early_stop
         self.last_eval: dict[str, float] = {}
         self.metrics = MetricsLog(self.run_dir / ckpt.METRICS_FILE)
         if resume:
@@ -218,6 +219,8 @@ class Trainer:
         doc = ckpt.run_config_dict(self.model_config, self.config.to_dict(), self.data.facts)
         if self.plan is not None:
             doc["time_budget"] = self.plan.to_dict()
+        elif self.resume and (kept := ckpt.read_run_config(self.run_dir).get("time_budget")):
+            doc["time_budget"] = kept  # a resumed --time run keeps the record of its plan
         write_json(self.run_dir / ckpt.CONFIG_FILE, doc)
 
     def _restore(self) -> None:
@@ -288,9 +291,9 @@ class Trainer:
         stopped = None
         with StopOnSignal(self), logging_redirect_tqdm():
             while True:
-                if stopped is None and clock.out_of_time(self.step):
-                    stopped = "time" if dist_util.all_ranks_any(
-                        True, self.dist, self.device) else None
+                if clock.budgeted and stopped is None and dist_util.all_ranks_any(
+                        clock.out_of_time(self.step), self.dist, self.device):
+                    stopped = "time"  # every rank together: each asks every step
                 # every once in a while evaluate the loss on train and val sets, and save
                 due = (self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters
                        or stopped is not None)
@@ -381,7 +384,7 @@ class Trainer:
         is_best = self.best_val_loss is None or metrics["val_loss"] < self.best_val_loss
         if is_best:
             self.best_val_loss = metrics["val_loss"]
-        self.evals_since_best = 0 if is_best else getattr(self, "evals_since_best", 0) + 1
+        self.evals_since_best = 0 if is_best else self.evals_since_best + 1
         return is_best
 
     def _early_stop(self) -> bool:
