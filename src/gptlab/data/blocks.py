@@ -47,15 +47,14 @@ def record_blocks(
     import pyarrow as pa
 
     batches, path, column, on_rows = columnar_batches(path, fmt, text_field, on_bytes)
-    row, run, rows, nbytes = 0, [], 0, 0
+    row, run = 0, []
     for batch in batches:
-        values = batch.column(column)
-        run.append(values)
-        rows, nbytes = rows + len(values), nbytes + values.nbytes
-        on_rows(len(values))
-        if nbytes >= block_bytes:
-            yield row, pa.concat_arrays(run)
-            row, run, rows, nbytes = row + rows, [], 0, 0
+        run.append(batch.column(column))
+        on_rows(len(run[-1]))
+        if sum(values.nbytes for values in run) >= block_bytes:
+            block = pa.concat_arrays(run)
+            yield row, block
+            row, run = row + len(block), []
     if run:
         yield row, pa.concat_arrays(run)
 

@@ -249,8 +249,7 @@ def _gpt2_encode_records(
     if not clean and "." not in text_field:  # the common case, in bulk
         fast = jsonl_block_text if fmt == "jsonl" else arrow_block_text
         pack = fast(block, text_field, EOT, found)
-    if pack is None:
-        found = RecordCounts()
+    if pack is None:  # (the bulk readers count nothing before they succeed)
         pairs = block_records(path, fmt, text_field, first, block)
         texts = record_documents(path, fmt, pairs, text_field, skip_bad_records, found)
         pack = EOT.join("".join(record_texts(text, clean)) for text in texts)

@@ -178,11 +178,13 @@ class Plan:
                 "warmup_iters": self.warmup_iters, "min_lr": self.min_lr,
                 "eval_interval": self.eval_interval}
 
+    def is_winner(self, row: dict[str, Any]) -> bool:
+        """Whether a probe row is the planned shape's."""
+        return all(row[k] == getattr(self.shape, k) for k in SHAPE_FIELDS)
+
     def step_s(self) -> float:
         """Seconds per step of the planned shape, as the probe measured it."""
-        row = next(r for r in self.probe if all(r[k] == getattr(self.shape, k)
-                                                 for k in SHAPE_FIELDS))
-        return 1 / row["steps_per_s"]
+        return 1 / next(r["steps_per_s"] for r in self.probe if self.is_winner(r))
 
     def planned(self) -> dict[str, Any]:
         """Every setting the plan sets (model and training), the user's own ones left out."""
@@ -280,19 +282,17 @@ def make_plan(
     rate = dict(rates)[shape]
     train_s = _train_seconds(left, rate, 1)
     steps = _steps(rate, train_s)
-    epochs = steps * shape.tokens_per_step / max(unique_tokens, 1)
-    interval = _eval_interval(steps, epochs)
+    interval = _eval_interval(steps, _epochs(steps, shape, unique_tokens))
     if interval < steps:  # evaluations along the way take their share of the time
         train_s = _train_seconds(left, rate, math.ceil(steps / interval))
         steps = _steps(rate, train_s)
-        interval = _eval_interval(steps, epochs)
+        interval = _eval_interval(steps, _epochs(steps, shape, unique_tokens))
     if steps < 1:
         raise ConfigError(
             f"--time {budget_s:.0f}s leaves no time to train after start-up and the probe "
             f"({elapsed_s + probe_s:.1f} s): give a longer --time"
         )
-    tokens, epochs = steps * shape.tokens_per_step, steps * shape.tokens_per_step / max(
-        unique_tokens, 1)
+    tokens, epochs = steps * shape.tokens_per_step, _epochs(steps, shape, unique_tokens)
     return Plan(
         budget_s=budget_s, train_s=train_s, shape=shape, max_iters=steps,
         learning_rate=LEARNING_RATE, warmup_iters=min(100, max(1, steps // 20)),
@@ -312,6 +312,10 @@ def _train_seconds(left_s: float, steps_per_s: float, evaluations: int) -> float
 
 def _steps(steps_per_s: float, train_s: float) -> int:
     return int(steps_per_s * train_s * STEP_MARGIN)
+
+
+def _epochs(steps: int, shape: Shape, unique_tokens: int) -> float:
+    return steps * shape.tokens_per_step / max(unique_tokens, 1)
 
 
 MANY_EPOCHS = 8  # past this many epochs: dropout, and evaluations along the way
@@ -337,7 +341,7 @@ def format_plan(plan: Plan) -> str:
              "  layers heads embd block batch   params  steps/s      tokens  pred. val",
              ]
     for row in plan.probe:
-        mark = "*" if all(row[k] == getattr(plan.shape, k) for k in SHAPE_FIELDS) else " "
+        mark = "*" if plan.is_winner(row) else " "
         lines.append(
             f"{mark} {row['n_layer']:6d} {row['n_head']:5d} {row['n_embd']:4d} "
             f"{row['block_size']:5d} {row['batch_size']:5d} {row['params'] / 1e6:7.2f}M "
