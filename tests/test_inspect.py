@@ -147,9 +147,10 @@ def test_fused_and_reference_maps_agree(pos_encoding):
     )
 
 
-def test_fused_maps_are_the_weights_the_kernel_applies():
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_fused_maps_are_the_weights_the_kernel_applies(qk_norm):
     """wei @ v of each head, projected by c_proj, is the fused attention's own output."""
-    model = tiny_model(pos_encoding="rope", qkv_bias=True)
+    model = tiny_model(pos_encoding="rope", qkv_bias=True, qk_norm=qk_norm)
     idx = random_ids(10)
     maps = attention_maps(model, idx)
     block = model.transformer.h[0]

@@ -30,10 +30,10 @@ def test_defaults_are_the_lecture_large_model():
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ({"dropout": "0.1"}, "dropout must be a number"),
         ({"bias": "yes"}, "bias must be true or false, got 'yes'"),
-        (
-            {"activation": "swish"},
-            "activation must be one of 'relu', 'gelu', 'gelu_exact', got 'swish'",
-        ),
+        ({"activation": "swish"}, "activation must be one of 'relu', 'gelu', 'gelu_exact', "
+                                  "'relu2', 'swiglu', got 'swish'"),
+        ({"norm": "batchnorm"}, "norm must be one of 'layernorm', 'rmsnorm', got 'batchnorm'"),
+        ({"qk_norm": 1}, "qk_norm must be true or false, got 1"),
         ({"pos_encoding": "alibi"}, "pos_encoding must be one of 'learned', 'sinusoidal', 'rope'"),
         ({"attention": "flash"}, "attention must be one of 'fused', 'reference', got 'flash'"),
         ({"pos_encoding": "rope", "n_embd": 12, "n_head": 4}, "rope' needs an even head size"),
@@ -60,17 +60,20 @@ def test_config_error_is_a_gptlab_error_and_a_value_error():
     bias=st.booleans(),
     qkv_bias=st.booleans(),
     tie=st.booleans(),
-    activation=st.sampled_from(["relu", "gelu", "gelu_exact"]),
+    activation=st.sampled_from(["relu", "gelu", "gelu_exact", "relu2", "swiglu"]),
     pos=st.sampled_from(["learned", "sinusoidal", "rope"]),
     attention=st.sampled_from(["fused", "reference"]),
+    norm=st.sampled_from(["layernorm", "rmsnorm"]),
+    qk_norm=st.booleans(),
 )
 def test_to_dict_from_dict_round_trips_through_json(
-    n_head, head_size, n_layer, dropout, bias, qkv_bias, tie, activation, pos, attention
+    n_head, head_size, n_layer, dropout, bias, qkv_bias, tie, activation, pos, attention, norm,
+    qk_norm,
 ):
     cfg = ModelConfig(
         vocab_size=50, block_size=8, n_layer=n_layer, n_head=n_head, n_embd=n_head * head_size,
         dropout=dropout, bias=bias, qkv_bias=qkv_bias, activation=activation,
-        pos_encoding=pos, tie_weights=tie, attention=attention,
+        pos_encoding=pos, tie_weights=tie, attention=attention, norm=norm, qk_norm=qk_norm,
     )
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
@@ -97,7 +100,8 @@ def test_choices_come_from_the_literals():
 
     hints = typing.get_type_hints(ModelConfig)
     assert model_config.ACTIVATIONS == typing.get_args(hints["activation"])
-    assert model_config.ACTIVATIONS == ("relu", "gelu", "gelu_exact")
+    assert model_config.ACTIVATIONS == ("relu", "gelu", "gelu_exact", "relu2", "swiglu")
+    assert model_config.NORMS == typing.get_args(hints["norm"]) == ("layernorm", "rmsnorm")
     assert model_config.POS_ENCODINGS == typing.get_args(hints["pos_encoding"])
     assert model_config.POS_ENCODINGS == ("learned", "sinusoidal", "rope")
     assert model_config.ATTENTIONS == typing.get_args(hints["attention"]) == ("fused", "reference")

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from gptlab.errors import GptlabError
 from gptlab.inspect.plain import Plain, as_sequence, evaluating, last_block
 from gptlab.model import GPT
-from gptlab.model.attention import CausalSelfAttention, MultiHeadAttention
+from gptlab.model.attention import CausalSelfAttention, MultiHeadAttention, normed_qk
 from gptlab.model.positional import RotaryEmbedding
 
 
@@ -123,6 +123,7 @@ def layer_weights(attn: nn.Module, x: Tensor, rope: RotaryEmbedding | None) -> T
     x = x.float()
     q = F.linear(x, w_q, b_q).view(T, nh, hs).transpose(0, 1)  # (T, C) -> (nh, T, hs)
     k = F.linear(x, w_k, b_k).view(T, nh, hs).transpose(0, 1)  # (nh, T, hs)
+    q, k = normed_qk(q, k, attn.qk_norm)  # each head's q, k at unit RMS with qk_norm
     if rope is not None:
         cos, sin = rope.cos_sin(0, T)  # (T, hs/2) each
         q = RotaryEmbedding.rotate(q, cos, sin)  # (nh, T, hs)

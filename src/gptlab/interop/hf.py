@@ -45,6 +45,8 @@ _GPT2_FIXED: dict[str, Any] = {
     "bias": True,
     "qkv_bias": True,
     "tie_weights": True,
+    "norm": "layernorm",
+    "qk_norm": False,
 }
 # gptlab fields that do not change what the weights compute, or that GPT-2 takes as is.
 _FREE_FIELDS = {"vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "attention"}

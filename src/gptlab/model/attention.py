@@ -21,9 +21,24 @@ from torch import Tensor, nn
 
 from gptlab.model.cache import KVCache, SlotKVCache
 from gptlab.model.config import ModelConfig
+from gptlab.model.norm import NORM_EPS
 from gptlab.model.positional import RotaryEmbedding
 
 QKV = ("query", "key", "value")  # the order of c_attn's three row blocks (GPT-2's)
+
+
+def normed_qk(q: Tensor, k: Tensor, qk_norm: bool) -> tuple[Tensor, Tensor]:
+    """With `qk_norm`, each head's query and key vectors (..., hs) divided by their RMS.
+
+    QK-norm (Henry et al. 2020; Dehghani et al. 2023): with unit-RMS q and k the logit
+    q·k/√hs lies in [-√hs, √hs], so no logit can grow until the softmax saturates and its
+    gradient vanishes — which lets a higher learning rate train. No parameters (as in
+    modded-nanoGPT); applied before rope, which preserves the norms anyway.
+    """
+    if not qk_norm:
+        return q, k
+    hs = q.shape[-1]
+    return F.rms_norm(q, (hs,), eps=NORM_EPS), F.rms_norm(k, (hs,), eps=NORM_EPS)
 
 
 def _rotate_qk(
@@ -54,6 +69,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
         self.layer_idx = layer_idx
 
     def forward(
@@ -69,6 +85,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        q, k = normed_qk(q, k, self.qk_norm)
         q, k = _rotate_qk(q, k, rope, kv_cache)  # (B, nh, T, hs) each
         if isinstance(kv_cache, SlotKVCache):
             k, v = kv_cache.write(self.layer_idx, k, v)  # (B, nh, cap, hs)
@@ -109,6 +126,7 @@ class Head(nn.Module):
         self.register_buffer("tril", torch.tril(torch.ones(T, T)), persistent=False)
         self.dropout = nn.Dropout(config.dropout)
         self.head_size = hs
+        self.qk_norm = config.qk_norm
         self.index = index
         self.layer_idx = layer_idx
 
@@ -125,6 +143,7 @@ class Head(nn.Module):
         q = self.query(x)  # (B, T, hs)
         # the seed computes v after the softmax; the cache stores k and v together
         v = self.value(x)  # (B, T, hs)
+        q, k = normed_qk(q, k, self.qk_norm)
         q, k = _rotate_qk(q, k, rope, kv_cache)  # (B, T, hs) each
         if isinstance(kv_cache, SlotKVCache):
             k, v = kv_cache.write(self.layer_idx, k, v, head=self.index)  # (B, cap, hs) each
@@ -157,6 +176,7 @@ class MultiHeadAttention(nn.Module):
         self.heads = nn.ModuleList(Head(config, i, layer_idx) for i in range(config.n_head))
         self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.qk_norm = config.qk_norm  # each head applies it; kept here for readers of q, k
         self.register_state_dict_post_hook(_fuse_on_save)
         self.register_load_state_dict_pre_hook(_split_on_load)
 

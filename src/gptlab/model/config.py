@@ -15,11 +15,13 @@ from typing import Any, Literal, get_args
 from gptlab.checks import is_int, is_number
 from gptlab.errors import ConfigError
 
-Activation = Literal["relu", "gelu", "gelu_exact"]
+Activation = Literal["relu", "gelu", "gelu_exact", "relu2", "swiglu"]
+Norm = Literal["layernorm", "rmsnorm"]
 PosEncoding = Literal["learned", "sinusoidal", "rope"]
 AttentionImpl = Literal["fused", "reference"]
 
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+NORMS: tuple[str, ...] = get_args(Norm)
 POS_ENCODINGS: tuple[str, ...] = get_args(PosEncoding)
 ATTENTIONS: tuple[str, ...] = get_args(AttentionImpl)
 
@@ -39,7 +41,12 @@ class ModelConfig:
     - bias covers the attention output, feed-forward and lm_head Linears and the
       LayerNorms; qkv_bias the query/key/value projection (GPT-2: both; the lecture: no
       qkv_bias).
-    - activation: "relu" (the lecture), "gelu" or "gelu_exact" (see `MLP`).
+    - activation: "relu" (the lecture), "gelu" or "gelu_exact" (GPT-2), "relu2"
+      (squared ReLU) or "swiglu" (gated, with a 2/3-wide hidden layer): see `MLP`.
+    - norm: "layernorm" (the lecture, GPT-2) or "rmsnorm" (no mean, no bias: Zhang &
+      Sennrich 2019), for ln_1, ln_2 and ln_f alike (see `norm_layer`).
+    - qk_norm: RMS-normalise each head's queries and keys before the dot product (no
+      parameters; see `attention.normed_qk`), which bounds the attention logits.
     - pos_encoding: "learned" table (the lecture, GPT-2), "sinusoidal" (Vaswani et al.
       2017, seed 000) or "rope" (rotary, Su et al. 2021); the last two have no parameters.
     - attention: "fused" or "reference" (the lecture's per-head modules); both save the
@@ -56,7 +63,9 @@ class ModelConfig:
     dropout: float = _f(0.0, "model: dropout probability")
     bias: bool = _f(True, "model: biases in linear layers and LayerNorms")
     qkv_bias: bool = _f(False, "model: biases on the query/key/value projection")
-    activation: Activation = _f("relu", "model: relu, gelu or gelu_exact")
+    activation: Activation = _f("relu", "model: relu, gelu, gelu_exact, relu2 or swiglu")
+    norm: Norm = _f("layernorm", "model: layernorm or rmsnorm")
+    qk_norm: bool = _f(False, "model: RMS-normalise queries and keys per head")
     pos_encoding: PosEncoding = _f("learned", "model: learned, sinusoidal or rope")
     tie_weights: bool = _f(False, "model: share the token embedding with lm_head")
     attention: AttentionImpl = _f(
@@ -68,7 +77,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not is_int(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("bias", "qkv_bias", "tie_weights"):
+        for name in ("bias", "qkv_bias", "tie_weights", "qk_norm"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, got {value!r}")
@@ -79,6 +88,7 @@ class ModelConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
         _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("norm", self.norm, NORMS)
         _check_choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
         _check_choice("attention", self.attention, ATTENTIONS)
         if self.n_embd % self.n_head != 0:

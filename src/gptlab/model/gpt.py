@@ -17,6 +17,7 @@ from gptlab.errors import GptlabError
 from gptlab.model.block import Block
 from gptlab.model.cache import KVCache, SlotKVCache
 from gptlab.model.config import ModelConfig
+from gptlab.model.norm import norm_layer
 from gptlab.model.positional import RotaryEmbedding, SinusoidalPositionalEncoding
 
 INIT_STD = 0.02
@@ -43,7 +44,7 @@ class GPT(nn.Module):
             parts["wpe"] = nn.Embedding(config.block_size, C)
         parts["drop"] = nn.Dropout(config.dropout)
         parts["h"] = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
-        parts["ln_f"] = nn.LayerNorm(C, bias=config.bias)
+        parts["ln_f"] = norm_layer(config)
         self.transformer = nn.ModuleDict(parts)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=config.bias and not config.tie_weights)
         # parameter-free encodings live outside `transformer` as non-persistent buffers
@@ -66,7 +67,7 @@ class GPT(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
-            elif isinstance(module, nn.LayerNorm):
+            elif isinstance(module, nn.LayerNorm | nn.RMSNorm):
                 module.reset_parameters()
         residual_std = INIT_STD / math.sqrt(2 * self.config.n_layer)
         for block in self.transformer.h:
@@ -236,7 +237,8 @@ class GPT(nn.Module):
             rows.append(("position embedding (wpe)", count(self.transformer.wpe)))
         per_block = count(self.transformer.h[0])
         rows.append((f"{cfg.n_layer} blocks x {per_block:,}", cfg.n_layer * per_block))
-        rows.append(("final LayerNorm (ln_f)", count(self.transformer.ln_f)))
+        norm_name = type(self.transformer.ln_f).__name__  # LayerNorm or RMSNorm
+        rows.append((f"final {norm_name} (ln_f)", count(self.transformer.ln_f)))
         head = "lm_head (tied to wte)" if cfg.tie_weights else "lm_head"
         rows.append((head, 0 if cfg.tie_weights else count(self.lm_head)))
         total = self.num_parameters()
@@ -244,7 +246,8 @@ class GPT(nn.Module):
         lines = [
             f"GPT: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} channels, "
             f"block {cfg.block_size}, vocab {cfg.vocab_size}",
-            f"  {cfg.pos_encoding} positions, {cfg.activation}, {cfg.attention} attention, "
+            f"  {cfg.pos_encoding} positions, {cfg.activation}, {cfg.norm}, "
+            f"{cfg.attention} attention{', qk_norm' if cfg.qk_norm else ''}, "
             f"bias={cfg.bias}, qkv_bias={cfg.qkv_bias}, dropout={cfg.dropout}",
         ]
         width = max(len(name) for name, _ in rows) + 2
