@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -191,6 +192,17 @@ def test_budgeted_run_plans_records_and_repeats(data_dir, tmp_path, monkeypatch,
     evals = [r for r in records if r["kind"] == "eval"]
     assert evals and evals[0]["step"] > 0  # no evaluation at step 0: it would cost budget
     assert evals[-1]["step"] == records[-1]["step"]  # the run ends with an evaluation
+    # wsd: replanned at the end of warmup and again where the cooldown began, which is
+    # pinned; the rate is the peak from warmup to there, then falls
+    train = config["train"]
+    assert train["lr_schedule"] == "wsd" and caplog.text.count("training for") == 2
+    start = train["lr_decay_start"]
+    assert train["warmup_iters"] < start < train["max_iters"] == plan["max_iters"]
+    assert plan["lr_decay_start"] == start
+    lrs = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
+    assert {lrs[i] for i in range(train["warmup_iters"] + 1, start + 1)} == {
+        train["learning_rate"]}
+    assert lrs[max(lrs)] < train["learning_rate"]
     # the printed flags repeat the plan without --time
     repeat = err.split("replace --time with: ")[1].splitlines()[0].split()
     again = tmp_path / "again"
@@ -254,6 +266,23 @@ def test_replan_fits_max_iters_to_the_measured_pace(monkeypatch):
     assert new_config.eval_interval == 900  # pinned by the user: kept
     assert new_plan.replanned_from == 900 and new_plan.tokens == total * 64
     assert replan(plan, config, BudgetClock(200.0, 30), 11, DistInfo()) == (plan, config)
+    # at the wsd cooldown's start: the same fit, and the cooldown pinned where it begins
+    wsd = dataclasses.replace(config, lr_schedule="wsd", warmup_iters=4)
+    cool_plan, cool_config = replan(plan, wsd, clock, 11, DistInfo())
+    assert cool_config.lr_decay_start == cool_plan.lr_decay_start == 11
+    assert cool_config.max_iters == total and cool_config.decay_start == 11
+    assert new_plan.lr_decay_start is None and new_config.lr_decay_start is None
+
+
+def test_replans_are_due_at_warmup_end_and_at_the_wsd_cooldown():
+    from gptlab.train.timed import replan_due
+
+    wsd = TrainConfig(max_iters=110, warmup_iters=10, lr_schedule="wsd")
+    assert [s for s in range(200) if replan_due(s, wsd)] == [10, 90]
+    cosine = TrainConfig(max_iters=110, warmup_iters=10)
+    assert [s for s in range(200) if replan_due(s, cosine)] == [10]
+    short = TrainConfig(max_iters=110, warmup_iters=2, lr_schedule="wsd")  # too short to time
+    assert [s for s in range(200) if replan_due(s, short)] == [88]
 
 
 def test_a_budgeted_run_resumes_without_planning_again(data_dir, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -180,6 +181,34 @@ def test_lr_schedule_warmup_cosine_floor():
     # default decay horizon is max_iters
     d = TrainConfig(learning_rate=1.0, min_lr=0.0, warmup_iters=0, max_iters=100)
     assert get_lr(50, d) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_lr_schedule_wsd_holds_then_cools_down_linearly():
+    c = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, max_iters=110,
+                    lr_schedule="wsd")
+    assert c.decay_start == 90  # the last 20% of the 100 steps after warmup
+    assert get_lr(9, c) == pytest.approx(1.0)
+    assert {get_lr(i, c) for i in range(10, 91)} == {1.0}  # stable: exactly learning_rate
+    assert get_lr(100, c) == pytest.approx(0.55)  # halfway down the line
+    assert get_lr(110, c) == 0.1 and get_lr(500, c) == 0.1
+    # the stable phase does not depend on the run's length: a longer run agrees up to it
+    longer = dataclasses.replace(c, max_iters=1000)
+    assert [get_lr(i, longer) for i in range(91)] == [get_lr(i, c) for i in range(91)]
+    pinned = dataclasses.replace(c, lr_decay_start=50)
+    assert get_lr(49, pinned) == 1.0 and get_lr(80, pinned) == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    (dict(lr_decay_start=50), "lr_decay_start is the wsd schedule's: add --lr-schedule wsd"),
+    (dict(lr_schedule="wsd", lr_decay_start=5, warmup_iters=10),
+     "lr_decay_start=5 must lie between warmup_iters=10 and the decay's end"),
+    (dict(lr_schedule="wsd", lr_decay_start=300, max_iters=200),
+     "lr_decay_start=300 must lie between"),
+    (dict(lr_schedule="linear"), "lr_schedule='linear' is not one of: cosine, wsd"),
+])
+def test_wsd_settings_are_checked(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**fields)
 
 
 def _tiny_gpt(**kw) -> GPT:

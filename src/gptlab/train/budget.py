@@ -166,6 +166,8 @@ class Plan:
     probe_s: float
     pinned: list[str] = field(default_factory=list)  # settings the user chose (kept)
     replanned_from: int | None = None  # the probe's max_iters, when the run's pace changed it
+    lr_schedule: str = "wsd"  # a stable phase that may be extended or cut: see `replan`
+    lr_decay_start: int | None = None  # set by the replan at the cooldown's start
 
     def model_settings(self) -> dict[str, Any]:
         return {"n_layer": self.shape.n_layer, "n_head": self.shape.n_head,
@@ -173,10 +175,13 @@ class Plan:
                 "dropout": self.dropout}
 
     def train_settings(self) -> dict[str, Any]:
-        return {"batch_size": self.shape.batch_size, "max_iters": self.max_iters,
-                "lr_decay_iters": self.max_iters, "learning_rate": self.learning_rate,
-                "warmup_iters": self.warmup_iters, "min_lr": self.min_lr,
-                "eval_interval": self.eval_interval}
+        settings = {"batch_size": self.shape.batch_size, "max_iters": self.max_iters,
+                    "lr_decay_iters": self.max_iters, "learning_rate": self.learning_rate,
+                    "lr_schedule": self.lr_schedule, "warmup_iters": self.warmup_iters,
+                    "min_lr": self.min_lr, "eval_interval": self.eval_interval}
+        if self.lr_decay_start is not None:
+            settings["lr_decay_start"] = self.lr_decay_start
+        return settings
 
     def is_winner(self, row: dict[str, Any]) -> bool:
         """Whether a probe row is the planned shape's."""
@@ -194,7 +199,8 @@ class Plan:
 
     def flags(self) -> str:
         """The planned settings as `gptlab train` flags (to repeat the run without --time)."""
-        return " ".join(f"--{k.replace('_', '-')} {v!r}" for k, v in self.planned().items())
+        return " ".join(f"--{k.replace('_', '-')} {v if isinstance(v, str) else repr(v)}"
+                        for k, v in self.planned().items())
 
     @property
     def early_stop(self) -> int:
@@ -349,7 +355,8 @@ def format_plan(plan: Plan) -> str:
     lines.append(
         f"training the * shape: {plan.max_iters} steps in {plan.train_s:.0f} s, "
         f"{plan.tokens:,} tokens = {plan.epochs:.1f} epochs of the training split, lr "
-        f"{plan.learning_rate:g} (warmup {plan.warmup_iters}, cosine to {plan.min_lr:g}), "
+        f"{plan.learning_rate:g} (warmup {plan.warmup_iters}, {plan.lr_schedule} to "
+        f"{plan.min_lr:g}), "
         f"dropout {plan.dropout:g}, predicted val loss {plan.predicted_val_loss:.3f}")
     return "\n".join(lines)
 

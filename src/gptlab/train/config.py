@@ -36,6 +36,11 @@ else:  # pragma: no cover
 
 
 Optimizer = Literal["adamw", "muon"]
+LrSchedule = Literal["cosine", "wsd"]
+
+# wsd's default cooldown: the last fifth of the steps after warmup (Hägele et al. 2024 find
+# a 20% cooldown matches a cosine schedule of the same length)
+WSD_COOLDOWN = 0.2
 
 
 def _f(default: Any, help: str) -> Any:
@@ -62,10 +67,14 @@ class TrainConfig:
                           "batch, steps and schedule that train best in that time on this "
                           "machine (flags you give win; not with --max-iters)")
     learning_rate: float = _f(1e-3, "peak learning rate")
-    decay_lr: bool = _f(True, "linear warmup then cosine decay to min_lr (else constant)")
+    decay_lr: bool = _f(True, "linear warmup then decay to min_lr (else constant)")
+    lr_schedule: LrSchedule = _f("cosine", "decay after warmup: cosine, or wsd (constant, "
+                                 "then a linear cooldown from --lr-decay-start)")
     warmup_iters: int = _f(100, "steps of linear warmup")
-    lr_decay_iters: int | None = _f(None, "step where the cosine reaches min_lr "
+    lr_decay_iters: int | None = _f(None, "step where the decay reaches min_lr "
                                     "(default: max_iters)")
+    lr_decay_start: int | None = _f(None, "wsd: step where the cooldown begins (default: "
+                                    "the last 20%% of the steps after warmup)")
     min_lr: float = _f(1e-4, "learning-rate floor of the cosine decay")
     weight_decay: float = _f(0.1, "AdamW weight decay, applied to weight matrices only")
     decay_embeddings: bool = _f(True, "apply weight decay to the embedding tables too")
@@ -115,6 +124,14 @@ class TrainConfig:
                 f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}; "
                 "lower --min-lr"
             )
+        if self.lr_decay_start is not None:
+            if self.lr_schedule != "wsd":
+                raise ConfigError("lr_decay_start is the wsd schedule's: add --lr-schedule "
+                                  "wsd, or drop --lr-decay-start")
+            if not self.warmup_iters <= self.lr_decay_start <= self.decay_iters:
+                raise ConfigError(
+                    f"lr_decay_start={self.lr_decay_start} must lie between warmup_iters="
+                    f"{self.warmup_iters} and the decay's end ({self.decay_iters})")
         if self.time is not None:
             from gptlab.train.budget import parse_duration
 
@@ -125,8 +142,17 @@ class TrainConfig:
 
     @property
     def decay_iters(self) -> int:
-        """The step where the cosine schedule reaches min_lr."""
+        """The step where the schedule reaches min_lr."""
         return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+
+    @property
+    def decay_start(self) -> int:
+        """wsd: the step where the linear cooldown begins (`lr_decay_start`, or the last
+        `WSD_COOLDOWN` of the steps between warmup and the decay's end)."""
+        if self.lr_decay_start is not None:
+            return self.lr_decay_start
+        span = max(0, self.decay_iters - self.warmup_iters)
+        return self.decay_iters - round(WSD_COOLDOWN * span)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

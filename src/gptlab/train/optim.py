@@ -18,7 +18,11 @@ def get_lr(it: int, config: TrainConfig) -> float:
     Linear warmup from learning_rate / warmup_iters to learning_rate over `warmup_iters`
     steps, then a half cosine down to `min_lr` at `lr_decay_iters`, then `min_lr` (the
     schedule of nanoGPT's train.py, after Loshchilov & Hutter 2017, "SGDR"). With
-    `decay_lr=False` the rate is constant, as in the lecture seeds.
+    `decay_lr=False` the rate is constant, as in the lecture seeds. `lr_schedule="wsd"`
+    (warmup-stable-decay, Hu et al. 2024 "MiniCPM") holds learning_rate until
+    `config.decay_start`, then falls linearly to min_lr at `lr_decay_iters`: the rate up
+    to the cooldown does not depend on the run's length, so a run can be extended or cut
+    before it (what `gptlab train --time` does).
     """
     if not config.decay_lr:
         return config.learning_rate
@@ -27,6 +31,12 @@ def get_lr(it: int, config: TrainConfig) -> float:
     decay_iters = config.decay_iters
     if it >= decay_iters:
         return config.min_lr
+    if config.lr_schedule == "wsd":
+        start = config.decay_start
+        if it < start:
+            return config.learning_rate
+        progress = (it - start) / max(1, decay_iters - start)  # 0 -> 1
+        return config.learning_rate + progress * (config.min_lr - config.learning_rate)
     progress = (it - config.warmup_iters) / max(1, decay_iters - config.warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return config.min_lr + coeff * (config.learning_rate - config.min_lr)

@@ -169,14 +169,25 @@ class BudgetClock:
         return max(0, int(left / pace * STEP_MARGIN))
 
 
+def replan_due(step: int, config: TrainConfig) -> bool:
+    """Whether a --time run fits its length to its pace after this step: at the end of
+    warmup and, with wsd, where the cooldown begins — the two points whose learning rate
+    max_iters leaves alone (`replan`)."""
+    wsd = config.lr_schedule == "wsd" and config.decay_lr and step > config.warmup_iters
+    return step == config.warmup_iters >= 4 or (wsd and step == config.decay_start)
+
+
 def replan(
     plan: Plan, config: TrainConfig, clock: BudgetClock, step: int, dist: dist_util.DistInfo
 ) -> tuple[Plan, TrainConfig]:
     """The plan and config with max_iters set to what the measured pace fits in the budget.
 
-    Called at the end of the warmup: the learning rate up to there does not depend on
-    max_iters, so the run stays exactly what its config.json then says (the probe times
-    bare steps; the loop also fetches batches and logs, and the machine may be busier)."""
+    Called at the end of the warmup and, with the wsd schedule, again where its cooldown
+    begins (which that call pins at `step`): the learning rate up to either point does not
+    depend on max_iters, so the run stays exactly what its config.json then says (the
+    probe times bare steps; the loop also fetches batches and logs, and the machine may be
+    busier or quieter), and the second call, from the pace of most of the run, lands the
+    last step on the deadline."""
     interval_all = config.eval_interval >= config.max_iters
     evaluations = 1 if interval_all else math.ceil((config.max_iters - step) /
                                                     config.eval_interval)
@@ -184,13 +195,16 @@ def replan(
     if left is None:
         return plan, config
     total = max(step + 1, step + left)
+    cooldown = config.lr_schedule == "wsd" and step > config.warmup_iters
     changes = {"max_iters": total, "lr_decay_iters": total,
-               "eval_interval": total if interval_all else max(1, total // 10)}
+               "eval_interval": total if interval_all else max(1, total // 10),
+               **({"lr_decay_start": step} if cooldown else {})}
     changes = {k: v for k, v in changes.items() if k not in plan.pinned}
     plan = dataclasses.replace(plan, max_iters=total, tokens=total * plan.shape.tokens_per_step,
                                epochs=plan.epochs * total / plan.max_iters,
-                               replanned_from=plan.max_iters,
-                               eval_interval=changes.get("eval_interval", plan.eval_interval))
+                               replanned_from=plan.replanned_from or plan.max_iters,
+                               eval_interval=changes.get("eval_interval", plan.eval_interval),
+                               lr_decay_start=changes.get("lr_decay_start"))
     if dist.is_main:
         log.info("--time: at step %d the loop runs %.2f steps/s; training for %d steps in "
                  "all (planned %d)", step, clock.paced_steps / (time.time() - clock.paced_from),

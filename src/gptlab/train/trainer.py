@@ -34,7 +34,7 @@ from gptlab.train.console import ProgressBar, StopOnSignal
 from gptlab.train.data import load_training_data
 from gptlab.train.evaluate import MetricsLog, estimate_loss, loss_metrics, tensorboard_writer
 from gptlab.train.optim import configure_optimizer, get_lr
-from gptlab.train.timed import BudgetClock, plan_run, replan
+from gptlab.train.timed import BudgetClock, plan_run, replan, replan_due
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class Trainer:
                 loss = self.train_step()
                 dt = time.time() - t
                 clock.stepped(dt)
-                if clock.budgeted and self.step == cfg.warmup_iters >= 4 and not self.resume:
+                if clock.budgeted and not self.resume and replan_due(self.step, cfg):
                     cfg = self._replan(clock, bar)
                 train_time += dt
                 if self.step % cfg.log_interval == 0:
