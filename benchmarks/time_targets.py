@@ -1,0 +1,86 @@
+"""The --time targets of #16: `gptlab train --time T` for each budget and seed, then
+`gptlab eval` over the whole val split; a table of every run, then mean and range per
+budget. Each run is a fresh process timed from its start to its exit (the whole command).
+
+    python benchmarks/time_targets.py --budgets 1m,5m,10m --seeds 1337,1338,1339
+    python benchmarks/time_targets.py --budgets 1m --input ../shared/data/the-verdict.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
+    run = work / f"run-{budget}-{seed}"
+    cmd = [sys.executable, "-m", "gptlab", "train", "--time", budget, "--seed", str(seed),
+           "--out", str(run), "--no-progress", "--sample-tokens", "0", *extra]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    ev = subprocess.run([sys.executable, "-m", "gptlab", "eval", str(run), "--json"],
+                        env=env, capture_output=True, text=True, check=True)
+    config = json.loads((run / "config.json").read_text())
+    plan = config["time_budget"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["val_loss"] for r in records if r["kind"] == "eval"]
+    shape = plan["shape"]
+    return {"budget": budget, "seed": seed,
+            "shape": f"{shape['n_layer']}x{shape['n_embd']}, block {shape['block_size']}",
+            "planned": plan["replanned_from"] or plan["max_iters"],
+            "max_iters": plan["max_iters"], "done": records[-1]["step"],
+            "epochs": round(plan["epochs"], 1), "dropout": config["model"]["dropout"],
+            "wall_s": round(wall, 1), "budget_s": plan["budget_s"],
+            "best_eval": round(min(evals), 4), "last_eval": round(evals[-1], 4),
+            "val_loss": round(json.loads(ev.stdout)["loss"], 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budgets", default="1m,5m,10m")
+    parser.add_argument("--seeds", default="1337,1338,1339")
+    parser.add_argument("--data", default="", help="a prepared dataset folder")
+    parser.add_argument("--input", default="", help="a text file (prepared before the clock)")
+    parser.add_argument("--results", type=Path, default=REPO_ROOT / "docs" / "time-targets.jsonl")
+    args = parser.parse_args()
+    extra = (["--data", args.data] if args.data else []) + (
+        ["--input", args.input] if args.input else [])
+    print("| budget | seed | picked | steps planned → done | epochs | whole command s "
+          "| of budget | val loss (whole split) | best / last eval |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---|")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for budget in args.budgets.split(","):
+            for seed in map(int, args.seeds.split(",")):
+                r = run_one(budget, seed, extra, Path(tmp))
+                rows.append(r)
+                with open(args.results, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+                print(f"| {budget} | {seed} | {r['shape']} | {r['planned']:,} → "
+                      f"{r['done']:,} | {r['epochs']} | {r['wall_s']} | "
+                      f"{r['wall_s'] / r['budget_s']:.1%} | {r['val_loss']} | "
+                      f"{r['best_eval']} / {r['last_eval']} |", flush=True)
+    print("\n| budget | runs | val loss mean | range | whole command s range |")
+    print("|---|---:|---:|---|---|")
+    for budget in args.budgets.split(","):
+        mine = [r for r in rows if r["budget"] == budget]
+        losses, walls = [r["val_loss"] for r in mine], [r["wall_s"] for r in mine]
+        print(f"| {budget} | {len(mine)} | {statistics.mean(losses):.4f} | "
+              f"{min(losses):.4f}-{max(losses):.4f} | {min(walls)}-{max(walls)} |")
+
+
+if __name__ == "__main__":
+    main()
