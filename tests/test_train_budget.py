@@ -272,6 +272,12 @@ def test_replan_fits_max_iters_to_the_measured_pace(monkeypatch):
     assert cool_config.lr_decay_start == cool_plan.lr_decay_start == 11
     assert cool_config.max_iters == total and cool_config.decay_start == 11
     assert new_plan.lr_decay_start is None and new_config.lr_decay_start is None
+    # the prediction follows the new length (the corpus: 900 * 64 tokens = 1 epoch)
+    predicted, _ = replan(dataclasses.replace(plan, predicted_val_loss=2.0), config, clock, 11,
+                          DistInfo())
+    assert predicted.predicted_val_loss == RULE.predict(TINY_LADDER[0].params(), total * 64,
+                                                        900 * 64, total)
+    assert predicted.epochs == pytest.approx(total / 900)
 
 
 def test_replans_are_due_at_warmup_end_and_at_the_wsd_cooldown():

@@ -15,6 +15,7 @@ from gptlab.errors import ConfigError
 from gptlab.model import GPT, ModelConfig
 from gptlab.train import distributed as dist_util
 from gptlab.train.budget import (
+    RULE,
     SHAPE_FIELDS,
     STEP_MARGIN,
     Plan,
@@ -200,8 +201,12 @@ def replan(
                "eval_interval": total if interval_all else max(1, total // 10),
                **({"lr_decay_start": step} if cooldown else {})}
     changes = {k: v for k, v in changes.items() if k not in plan.pinned}
-    plan = dataclasses.replace(plan, max_iters=total, tokens=total * plan.shape.tokens_per_step,
-                               epochs=plan.epochs * total / plan.max_iters,
+    tokens = total * plan.shape.tokens_per_step
+    unique = plan.tokens / plan.epochs if plan.epochs else tokens
+    predicted = plan.predicted_val_loss and RULE.predict(plan.shape.params(), tokens, unique,
+                                                         total)
+    plan = dataclasses.replace(plan, max_iters=total, tokens=tokens,
+                               epochs=tokens / unique, predicted_val_loss=predicted,
                                replanned_from=plan.replanned_from or plan.max_iters,
                                eval_interval=changes.get("eval_interval", plan.eval_interval),
                                lr_decay_start=changes.get("lr_decay_start"))
