@@ -116,13 +116,21 @@ def test_plan_keeps_what_the_user_fixed(monkeypatch):
 def test_small_corpus_gets_dropout_and_early_stopping(monkeypatch):
     monkeypatch.setattr(budget, "LADDER", TINY_LADDER[:1])
     plan = make_plan(600.0, 0.0, 1000, lambda shape: 100.0, {})
-    assert plan.epochs > 2 * budget.MANY_EPOCHS and plan.dropout == 0.2
+    assert plan.epochs * budget.SLOWEST_PACE > 2 * budget.MANY_EPOCHS and plan.dropout == 0.2
     assert plan.eval_interval == plan.max_iters // 10 and plan.early_stop == 2
     # ten evaluations along the way: their time is taken from training
     assert plan.train_s == pytest.approx(600.0 - plan.probe_s - 11 * 2 * budget.EVAL_ITERS
                                          / 3 / 100.0 - budget._RESERVE_S, rel=1e-3)
     big = make_plan(600.0, 0.0, 10**9, lambda shape: 100.0, {})
     assert big.dropout == 0.0 and big.eval_interval == big.max_iters and big.early_stop == 0
+    assert big.train_settings()["lr_schedule"] == "cosine"  # it beat wsd: time-budget.md
+    assert "lr_decay_start" not in big.train_settings()
+    # a few epochs more than MANY_EPOCHS, which a slower loop would not reach: evaluations
+    # along the way and early stopping, but no dropout
+    unique = int(plan.tokens / (budget.MANY_EPOCHS * 1.2))
+    some = make_plan(600.0, 0.0, unique, lambda shape: 100.0, {})
+    assert budget.MANY_EPOCHS < some.epochs < budget.MANY_EPOCHS / budget.SLOWEST_PACE
+    assert some.dropout == 0.0 and some.early_stop == 2
 
 
 def test_no_time_left_is_a_clear_error(monkeypatch):
@@ -178,7 +186,8 @@ def test_budgeted_run_plans_records_and_repeats(data_dir, tmp_path, monkeypatch,
     # the "process" starts when the command does (not at pytest's start)
     monkeypatch.setattr(budget, "process_start_time", time.time)
     run = tmp_path / "timed"
-    flags = ["--device", "cpu", "--no-progress", "--sample-tokens", "0"]
+    # wsd (not the default, cosine) to see the second replan, where its cooldown begins
+    flags = ["--device", "cpu", "--no-progress", "--sample-tokens", "0", "--lr-schedule", "wsd"]
     assert main(["train", "--data", str(data_dir), "--out", str(run), *flags,
                  "--time", "10s"]) == 0
     err = capsys.readouterr().err
@@ -198,7 +207,7 @@ def test_budgeted_run_plans_records_and_repeats(data_dir, tmp_path, monkeypatch,
     assert train["lr_schedule"] == "wsd" and caplog.text.count("training for") == 2
     start = train["lr_decay_start"]
     assert train["warmup_iters"] < start < train["max_iters"] == plan["max_iters"]
-    assert plan["lr_decay_start"] == start
+    assert plan["lr_decay_start"] == start and plan["lr_schedule"] == "wsd"
     lrs = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
     assert {lrs[i] for i in range(train["warmup_iters"] + 1, start + 1)} == {
         train["learning_rate"]}

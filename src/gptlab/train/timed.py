@@ -62,6 +62,7 @@ def plan_run(
                      fixed)
     plan = dist_util.gather_objects(plan, dist)[0]  # every rank trains rank 0's plan
     plan.pinned = sorted(pinned)
+    plan.lr_schedule = config.lr_schedule if "lr_schedule" in pinned else plan.lr_schedule
     planned = plan.planned()
     model_fields = set(plan.model_settings())
     config = dataclasses.replace(
