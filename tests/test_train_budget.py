@@ -127,10 +127,16 @@ def test_small_corpus_gets_dropout_and_early_stopping(monkeypatch):
     assert "lr_decay_start" not in big.train_settings()
     # a few epochs more than MANY_EPOCHS, which a slower loop would not reach: evaluations
     # along the way and early stopping, but no dropout
-    unique = int(plan.tokens / (budget.MANY_EPOCHS * 1.2))
-    some = make_plan(600.0, 0.0, unique, lambda shape: 100.0, {})
+    wide = {"n_embd": 192}  # 442k parameters
+    first = make_plan(600.0, 0.0, 1, lambda shape: 100.0, wide)  # evaluations along the way
+    unique = first.tokens // 10  # so ten epochs
+    assert unique < 12 * 192**2  # a corpus the model could memorise
+    some = make_plan(600.0, 0.0, unique, lambda shape: 100.0, wide)
     assert budget.MANY_EPOCHS < some.epochs < budget.MANY_EPOCHS / budget.SLOWEST_PACE
     assert some.dropout == 0.0 and some.early_stop == 2
+    # many epochs of a corpus larger than the model: early stopping, no dropout
+    large = make_plan(600.0, 0.0, 2 * TINY_LADDER[0].params(), lambda shape: 100.0, {})
+    assert large.epochs > 100 and large.dropout == 0.0 and large.early_stop == 2
 
 
 def test_no_time_left_is_a_clear_error(monkeypatch):
