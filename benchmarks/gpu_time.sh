@@ -18,7 +18,7 @@ rows = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
 train = [r for r in rows if r["kind"] == "train"]
 a, b = train[len(train) // 10], train[-1]  # past the first tenth: warm kernels
 tok_s = (b["tokens"] - a["tokens"]) / (b["time"] - a["time"])
-flops = load_run(run, which="last", device="cpu").model.flops_per_token()
+flops = load_run(run, which="latest", device="cpu").model.flops_per_token()
 print(f"{run}: {tok_s:,.0f} tokens/s, MFU {tok_s * flops / peak:.1%} of {peak / 1e12:g} TFLOPs")
 PY
 }

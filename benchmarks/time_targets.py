@@ -54,10 +54,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="1337,1338,1339")
     parser.add_argument("--data", default="", help="a prepared dataset folder")
     parser.add_argument("--input", default="", help="a text file (prepared before the clock)")
+    parser.add_argument("--flags", default="", help="more `gptlab train` flags, e.g. a "
+                        "pinned shape: '--n-layer 4 --n-embd 160 --n-head 5'")
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "docs" / "time-targets.jsonl")
     args = parser.parse_args()
     extra = (["--data", args.data] if args.data else []) + (
-        ["--input", args.input] if args.input else [])
+        ["--input", args.input] if args.input else []) + args.flags.split()
     print("| budget | seed | picked | steps planned → done | epochs | whole command s "
           "| of budget | val loss (whole split) | best / last eval |")
     print("|---|---:|---|---|---:|---:|---:|---:|---|")

@@ -338,12 +338,11 @@ def _dropout(epochs: float, params: int, unique_tokens: int) -> float:
     corpus has tokens, and more than MANY_EPOCHS epochs even at SLOWEST_PACE; then 0.1 up
     to 16 epochs and 0.2 past (the lecture's model uses 0.2 on its many epochs).
 
-    The runs behind it (docs/time-budget.md), 3x128 (0.59M parameters): on Tiny
-    Shakespeare (1.0M tokens) dropout 0.1 cost 0.06 of val loss at 4.7 epochs, and the
-    10-minute run with it at 13.8 epochs ended at 1.567 against the 5-minute run's 1.511
-    without it at 9.6; on the-verdict (18k tokens) the model passes its best val loss
-    within a few epochs without it. Evaluations along the way and early stopping
-    (`_eval_interval`) guard every run past MANY_EPOCHS, dropout or not."""
+    The runs behind it (docs/time-budget.md), 3x128 (0.59M parameters) on Tiny
+    Shakespeare (1.0M tokens): dropout 0.1 cost 0.06 of val loss at 4.7 epochs, and a
+    10-minute run with it (13.8 epochs) ended at 1.567, the two without it (17.1 epochs)
+    at 1.513-1.518. Evaluations along the way and early stopping (`_eval_interval`) guard
+    every run past MANY_EPOCHS, dropout or not."""
     surely = epochs * SLOWEST_PACE
     if params < unique_tokens or surely <= MANY_EPOCHS:
         return 0.0

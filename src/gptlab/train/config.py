@@ -193,13 +193,14 @@ _NANOGPT_MODEL = dict(block_size=64, n_head=4, n_embd=128, dropout=0.0,
                       activation="gelu_exact", bias=False, qkv_bias=False, tie_weights=True,
                       pos_encoding="learned")
 
-# --time's plans on 2 CPU cores, frozen (minutes, layers, channels, steps, val loss it got):
-# the runs of docs/time-budget.md.
+# --time's seed-1337 plans of docs/time-budget.md (2 AVX-512 cores), frozen: minutes,
+# layers, channels, steps, warmup, steps between evaluations, the val loss it got.
 _TIME_PRESETS = (
-    (1, 3, 128, 822, "1.712 in 57 s"),
-    (5, 3, 128, 3543, "1.557 in 299 s"),
-    (10, 3, 128, 6325, "1.523 in 496 s"),
+    (1, 3, 128, 1847, 93, 1847, "1.6125 in 57.5 s"),
+    (5, 3, 128, 9422, 100, 942, "1.5105 in 282.6 s"),
+    (10, 3, 128, 16769, 100, 1676, "1.5128 in 579.2 s"),
 )
+
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
@@ -246,13 +247,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         f"gptlab train --time {minutes}m on 2 CPU cores (docs/time-budget.md)",
         f"what --time {minutes}m planned for char Tiny Shakespeare on a 2-core CPU: "
         f"{layers} layers x {embd} channels, block 64, batch 16, Muon + AdamW lr 1.2e-2 "
-        f"cosine to 1.2e-3 over {steps} steps, one evaluation at the end: val {val}",
+        f"(warmup {warmup}) cosine to 1.2e-3 over {steps} steps, "
+        + ("one evaluation at the end" if interval >= steps else
+           f"an evaluation every {interval} steps with early stopping (2)") + f": val {val}",
         dict(_NANOGPT_MODEL, n_layer=layers, n_embd=embd, n_head=embd // 32),
         dict(batch_size=16, max_iters=steps, optimizer="muon", learning_rate=1.2e-2,
-             decay_lr=True, warmup_iters=min(100, steps // 20), lr_decay_iters=steps,
-             min_lr=1.2e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
-             eval_interval=steps, eval_iters=20),
-    ) for minutes, layers, embd, steps, val in _TIME_PRESETS),
+             decay_lr=True, warmup_iters=warmup, lr_decay_iters=steps, min_lr=1.2e-3,
+             weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=interval,
+             eval_iters=20, early_stop=0 if interval >= steps else 2),
+    ) for minutes, layers, embd, steps, warmup, interval, val in _TIME_PRESETS),
     Preset(
         "finetune",
         "nanoGPT's config/finetune_shakespeare.py, adapted",
