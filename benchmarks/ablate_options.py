@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from train_runs import REPO_ROOT, timed_train
+
 DEFAULT_RESULTS = REPO_ROOT / "docs" / "ablation.jsonl"
 # each option against the cpu presets' nanoGPT-style model (exact GELU, LayerNorm without
 # biases, tied embeddings, learned positions)
@@ -35,20 +32,9 @@ def run_row(preset: str, option: str, seed: int, work: Path) -> dict:
     if option:
         name, value = option.split("=")
         flags = [f"--{name.replace('_', '-')}", value]
-    cmd = [sys.executable, "-m", "gptlab", "train", "--preset", preset, *flags,
-           "--seed", str(seed), "--out", str(run), "--no-progress", "--sample-tokens", "0"]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    ev = subprocess.run([sys.executable, "-m", "gptlab", "eval", str(run), "--json"],
-                        env=env, capture_output=True, text=True, check=True)
-    config = json.loads((run / "config.json").read_text())
+    r = timed_train(["--preset", preset, *flags, "--seed", str(seed)], run)
     return {"preset": preset, "option": option or "(preset)", "seed": seed,
-            "steps": config["train"]["max_iters"], "wall_s": round(wall, 1),
-            "val_loss": round(json.loads(ev.stdout)["loss"], 4)}
+            "steps": r.config["train"]["max_iters"], "wall_s": r.wall_s, "val_loss": r.val_loss}
 
 
 def main() -> None:

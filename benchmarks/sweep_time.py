@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
+
+from train_runs import timed_train  # noqa: E402
 
 from gptlab.train.budget import LADDER, RULE, SHAPE_FIELDS, LossRule  # noqa: E402
 
@@ -40,26 +39,17 @@ def run_point(budget: str, shape_index: int, seed: int, data: str, work: Path) -
     shape = LADDER[shape_index]
     run = work / f"run-{budget}-{shape_index}-{seed}"
     flags = [f"--{k.replace('_', '-')}={getattr(shape, k)}" for k in SHAPE_FIELDS]
-    cmd = [sys.executable, "-m", "gptlab", "train", "--time", budget, *flags,
-           "--seed", str(seed), "--out", str(run), "--no-progress", "--sample-tokens", "0",
-           *(["--data", data] if data else [])]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    ev = subprocess.run([sys.executable, "-m", "gptlab", "eval", str(run), "--json"],
-                        env=env, capture_output=True, text=True, check=True)
-    config = json.loads((run / "config.json").read_text())
+    r = timed_train(["--time", budget, *flags, "--seed", str(seed),
+                     *(["--data", data] if data else [])], run)
+    config = r.config
     plan = config["time_budget"]
     return {"budget": budget, "shape": shape_index, **{k: getattr(shape, k) for k in SHAPE_FIELDS},
             "params": shape.params(), "seed": seed, "steps": config["train"]["max_iters"],
             "tokens": plan["tokens"], "unique_tokens": config["data"]["train_tokens"],
             "epochs": plan["epochs"], "dropout": config["model"]["dropout"],
-            "wall_s": round(wall, 1),
+            "wall_s": r.wall_s,
             "predicted": round(plan["predicted_val_loss"], 4),
-            "val_loss": round(json.loads(ev.stdout)["loss"], 4)}
+            "val_loss": r.val_loss}
 
 
 def fit(rows: list[dict]) -> tuple[LossRule, float]:

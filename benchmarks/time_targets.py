@@ -10,32 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from train_runs import REPO_ROOT, timed_train
 
 
 def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
     run = work / f"run-{budget}-{seed}"
-    cmd = [sys.executable, "-m", "gptlab", "train", "--time", budget, "--seed", str(seed),
-           "--out", str(run), "--no-progress", "--sample-tokens", "0", *extra]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    ev = subprocess.run([sys.executable, "-m", "gptlab", "eval", str(run), "--json"],
-                        env=env, capture_output=True, text=True, check=True)
-    config = json.loads((run / "config.json").read_text())
+    result = timed_train(["--time", budget, "--seed", str(seed), *extra], run)
+    config, records = result.config, result.records
     plan = config["time_budget"]
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r["val_loss"] for r in records if r["kind"] == "eval"]
     shape = plan["shape"]
     return {"budget": budget, "seed": seed,
@@ -43,9 +29,9 @@ def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
             "planned": plan["replanned_from"] or plan["max_iters"],
             "max_iters": plan["max_iters"], "done": records[-1]["step"],
             "epochs": round(plan["epochs"], 1), "dropout": config["model"]["dropout"],
-            "wall_s": round(wall, 1), "budget_s": plan["budget_s"],
+            "wall_s": result.wall_s, "budget_s": plan["budget_s"],
             "best_eval": round(min(evals), 4), "last_eval": round(evals[-1], 4),
-            "val_loss": round(json.loads(ev.stdout)["loss"], 4)}
+            "val_loss": result.val_loss}
 
 
 def main() -> None:

@@ -176,7 +176,7 @@ class MultiHeadAttention(nn.Module):
         self.heads = nn.ModuleList(Head(config, i, layer_idx) for i in range(config.n_head))
         self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.qk_norm = config.qk_norm  # each head applies it; kept here for readers of q, k
+        self.qk_norm = config.qk_norm  # each head applies it; `gptlab inspect` reads it here
         self.register_state_dict_post_hook(_fuse_on_save)
         self.register_load_state_dict_pre_hook(_split_on_load)
 

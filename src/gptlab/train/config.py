@@ -75,7 +75,7 @@ class TrainConfig:
                                     "(default: max_iters)")
     lr_decay_start: int | None = _f(None, "wsd: step where the cooldown begins (default: "
                                     "the last 20%% of the steps after warmup)")
-    min_lr: float = _f(1e-4, "learning-rate floor of the cosine decay")
+    min_lr: float = _f(1e-4, "learning-rate floor of the decay")
     weight_decay: float = _f(0.1, "AdamW weight decay, applied to weight matrices only")
     decay_embeddings: bool = _f(True, "apply weight decay to the embedding tables too")
     beta1: float = _f(0.9, "AdamW beta1")
