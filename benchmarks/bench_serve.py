@@ -283,27 +283,32 @@ GENERATE_SCRIPT = """
 import json, sys, time, torch
 from gptlab.checkpoint import load_run
 from gptlab.generate import generate
-device = sys.argv[3]
+device, threads = sys.argv[3], int(sys.argv[4])
+if threads:
+    torch.set_num_threads(threads)
 model, out = load_run(sys.argv[1], device=device).model, {}
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-for B in map(int, sys.argv[4:]):
+for B in map(int, sys.argv[5:]):
     idx = torch.zeros((B, 1), dtype=torch.long, device=device)
-    generate(model, idx, 8, seed=0)
-    sync()
-    start = time.perf_counter()
-    generate(model, idx, int(sys.argv[2]), seed=0)
-    sync()
-    out[B] = B * int(sys.argv[2]) / (time.perf_counter() - start)
+    out[B] = []
+    for invariant in (False, True):
+        generate(model, idx, 8, seed=0, batch_invariant=invariant)
+        sync()
+        start = time.perf_counter()
+        generate(model, idx, int(sys.argv[2]), seed=0, batch_invariant=invariant)
+        sync()
+        out[B].append(B * int(sys.argv[2]) / (time.perf_counter() - start))
 print(json.dumps(out))
 """
 
 
 def generate_rates(src: Path, run_dir: Path, max_tokens: int, sizes: list[int],
-                   device: str = "cpu") -> dict:
-    """tokens/s of `generate(model, zeros((B, 1)), max_tokens)` with the code in `src`."""
+                   device: str = "cpu", threads: int = 0) -> dict[int, list[float]]:
+    """tokens/s of `generate(model, zeros((B, 1)), max_tokens)` with the code in `src`, with
+    `threads` torch threads (0: torch's default): [default, batch_invariant=True] per B."""
     out = subprocess.run([sys.executable, "-c", GENERATE_SCRIPT, str(run_dir), str(max_tokens),
-                          device, *map(str, sizes)], env=env_for(src), capture_output=True,
-                         text=True, check=True)
+                          device, str(threads), *map(str, sizes)], env=env_for(src),
+                         capture_output=True, text=True, check=True)
     return {int(k): v for k, v in json.loads(out.stdout).items()}
 
 
@@ -334,17 +339,26 @@ def make_lecture_run(out_dir: Path, shape: str = "lecture") -> Path:
     return write_run(out_dir / f"{shape}-char", GPT(config), tokenizer)
 
 
+def server_threads(requested: int) -> int:
+    """The torch threads `gptlab serve --threads requested` runs with (0: all cores but one)."""
+    return requested or max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def streaming(args: argparse.Namespace, run_dir: Path) -> None:
     sizes = [int(c) for c in args.stream_clients.split(",")]
-    trees = [("this", REPO_SRC, [])]
+    threads = server_threads(args.threads)
+    this = ["--threads", str(threads)]
+    trees = [("this", REPO_SRC, this)]
     if args.no_invariant:
-        trees.append(("this, --no-batch-invariant", REPO_SRC, ["--no-batch-invariant"]))
-    if args.baseline_src:
+        trees.append(("this, --no-batch-invariant", REPO_SRC, [*this, "--no-batch-invariant"]))
+    if args.baseline_src:  # torch's default threads: the baseline has no --threads
         trees.append(("baseline", args.baseline_src, []))
-    print(f"{'code':9} {'clients':>7} {'tok/s':>8} {'generate':>9} {'ratio':>6} "
-          f"{'TTFT p50':>9} {'p95':>7} {'gap p50':>8} {'p95':>7} {'failed':>6}   (ms)")
+    print(f"{'code':9} {'threads':>7} {'clients':>7} {'tok/s':>8} {'generate':>9} {'ratio':>6} "
+          f"{'gen-inv':>8} {'ratio':>6} {'TTFT p50':>9} {'p95':>7} {'gap p50':>8} {'p95':>7} "
+          f"{'failed':>6}   (ms)")
     for name, src, options in trees:
-        ceiling = generate_rates(src, run_dir, args.stream_tokens, sizes, args.device)
+        used = threads if "--threads" in options else 0
+        ceiling = generate_rates(src, run_dir, args.stream_tokens, sizes, args.device, used)
         with server_process(run_dir, "--max-concurrency", str(max(sizes)), "--max-tokens-limit",
                             str(args.stream_tokens), "--device", args.device, *options,
                             src=src) as url:
@@ -352,14 +366,16 @@ def streaming(args: argparse.Namespace, run_dir: Path) -> None:
                 requests = max(1, args.stream_rounds // clients)
                 r = asyncio.run(stream_clients(url, clients, requests, args.stream_tokens))
                 rate = r.tokens / r.wall_s
-                print(f"{name:9} {clients:7d} {rate:8.0f} {ceiling[clients]:9.0f} "
-                      f"{rate / ceiling[clients]:6.2f} "
+                plain, invariant = ceiling[clients]
+                print(f"{name:9} {used or 'default':>7} {clients:7d} {rate:8.0f} {plain:9.0f} "
+                      f"{rate / plain:6.2f} {invariant:8.0f} {rate / invariant:6.2f} "
                       f"{1000 * percentile(r.first_s, 0.5):9.1f} "
                       f"{1000 * percentile(r.first_s, 0.95):7.1f} "
                       f"{1000 * percentile(r.gaps_s, 0.5):8.1f} "
                       f"{1000 * percentile(r.gaps_s, 0.95):7.1f} {r.failed:6d}", flush=True)
     print("ratio: the server's aggregate tokens/s over generate() with a batch of that many "
-          "rows, in process")
+          "rows, in process, with the server's torch threads; gen-inv: the same with "
+          "batch_invariant=True (the server's default numbers)")
 
 
 def main() -> None:
@@ -382,6 +398,9 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="lecture",
                         help="--streaming: the random-weight model to serve")
     parser.add_argument("--device", default="cpu", help="--streaming: the server's device")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="--streaming: the server's --threads (0: all cores but one), "
+                             "also used for generate() in process")
     parser.add_argument("--no-invariant", action="store_true",
                         help="also measure this code's server with --no-batch-invariant")
     parser.add_argument("--baseline-src", type=Path,

@@ -31,6 +31,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def back_to_one_thread():
+    """`gptlab serve` sets torch's thread count (all cores but one): undo it after a test."""
+    import torch
+
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def shakespeare_path() -> Path:
     """Tiny Shakespeare (1,115,394 characters)."""

@@ -28,7 +28,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("inspect",),  # the seeds' views over model, data and tokenizers; serve shows them
     ("data", "generate", "checkpoint"),
     ("decoding",),  # batched decoding: the KV-cache path of generate and of serve
-    ("runtime", "sampling"),  # device, dtype and RNG: used by train, serve and the cli
+    # device, dtype and RNG: used by train, serve and the cli; row_invariant: decoding's
+    # batch-independent Linears
+    ("runtime", "sampling", "row_invariant"),
     ("model", "tokenizers", "text"),
     ("integrity",),  # checksums: on files, below every reader and writer of trusted files
     ("files", "checks", PACKAGE),  # PACKAGE: gptlab/__init__.py (__version__)

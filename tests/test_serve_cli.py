@@ -18,7 +18,7 @@ def test_help_lists_every_option(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     for option in ["RUN_DIR", "--host", "--port", "--api-key", "--max-tokens-limit",
-                   "--max-concurrency", "--checkpoint", "--device", "--drain-s"]:
+                   "--max-concurrency", "--checkpoint", "--device", "--drain-s", "--threads"]:
         assert option in out
     assert "(default: 127.0.0.1)" in out and "(default: 8000)" in out
 
@@ -31,6 +31,7 @@ def test_help_lists_every_option(capsys):
         (["--max-tokens-limit", "0"], "--max-tokens-limit must be at least 1, got 0"),
         (["--drain-s", "60"], "--drain-s must be between 0 and 20, got 60.0"),
         (["--api-key", " "], "--api-key is empty: give a key, or leave the option out"),
+        (["--threads", "-1"], "--threads must be 0 (all cores but one) or more, got -1"),
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path, capsys, extra, message):
@@ -58,6 +59,18 @@ def test_missing_serve_extra_names_the_fix(tmp_path, capsys, monkeypatch):
                    "pip install 'gptlab[serve]'\n")
 
 
+@pytest.mark.parametrize(("requested", "cores", "expected"),
+                         [(0, 2, 1), (0, 1, 1), (0, 8, 7), (3, 2, 3)])
+def test_threads_leave_the_event_loop_a_core(requested, cores, expected, monkeypatch):
+    import torch
+
+    import gptlab.tokenizers.base
+    from gptlab.cli.serve import model_threads
+
+    monkeypatch.setattr(gptlab.tokenizers.base, "resolve_num_threads", lambda n: cores)
+    assert model_threads(requested) == expected == torch.get_num_threads()
+
+
 def test_options_reach_the_server(tmp_path, capsys, monkeypatch):
     seen = {}
 
@@ -73,7 +86,7 @@ def test_options_reach_the_server(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(gptlab.serve.server, "run_server", fake_run_server)
     monkeypatch.setenv("GPTLAB_API_KEY", "from-env")
     argv = ["serve", str(tmp_path), "--port", "9001", "--max_concurrency", "3",
-            "--max-tokens-limit", "50", "--checkpoint", "latest"]
+            "--max-tokens-limit", "50", "--checkpoint", "latest", "--threads", "1"]
     assert main(argv) == 0
     settings = seen.pop("settings")
     assert seen == {"run_dir": tmp_path, "which": "latest", "device": "cpu",
@@ -81,6 +94,7 @@ def test_options_reach_the_server(tmp_path, capsys, monkeypatch):
     assert (settings.api_key, settings.max_concurrency, settings.max_tokens_limit) == (
         "from-env", 3, 50)
     assert capsys.readouterr().err == (
-        "serving char-test on http://127.0.0.1:9001 (API key required); playground: "
+        "serving char-test on http://127.0.0.1:9001 (API key required; 1 torch thread); "
+        "playground: "
         "http://127.0.0.1:9001/ ; API: http://127.0.0.1:9001/v1 ; Ctrl-C to stop\n"
         "server stopped\n")

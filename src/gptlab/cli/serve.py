@@ -40,10 +40,13 @@ def add_parser(subparsers) -> None:
                     "together (a request's n choices wait for free rows), whose KV cache "
                     "is allocated at start-up")
     add_option(parser, "batch_invariant", action=argparse.BooleanOptionalAction, default=True,
-               help="pad every decoding step to whole row blocks so that a completion's text "
-                    "never depends on what else runs (default); --no-batch-invariant "
-                    "decodes exactly the rows in use: one stream alone about 2x faster on "
-                    "CPU, but its last bits, and so now and then a token, vary with the load")
+               help="decode with row-invariant matmuls so that a completion's text never "
+                    "depends on what else runs (default); --no-batch-invariant runs the "
+                    "model as it is: one stream alone about 1.25x faster on CPU, but its "
+                    "last bits, and so now and then a token, vary with the load")
+    add_option(parser, "threads", type=int, default=0,
+               help="torch threads for the model on CPU (default 0: all cores but one, at "
+                    "least 1, so that the event loop keeps a core of its own)")
     add_which_option(parser, help="which checkpoint of the run to serve", name="checkpoint")
     add_option(parser, "device", default="cpu", help="torch device, e.g. cpu, cuda, mps")
     add_option(parser, "drain_s", type=float, default=10.0,
@@ -61,10 +64,27 @@ def check_args(args: argparse.Namespace) -> None:
         raise GptlabError(f"--max-concurrency must be at least 1, got {args.max_concurrency}")
     if not 0 <= args.drain_s <= 20:
         raise GptlabError(f"--drain-s must be between 0 and 20, got {args.drain_s}")
+    if args.threads < 0:
+        raise GptlabError(f"--threads must be 0 (all cores but one) or more, got {args.threads}")
     if args.api_key is not None and not args.api_key.strip():
         raise GptlabError("--api-key is empty: give a key, or leave the option out")
     if not args.run_dir.is_dir():
         raise GptlabError(f"run folder not found: {args.run_dir} (train one with `gptlab train`)")
+
+
+def model_threads(requested: int) -> int:
+    """Set torch's intra-op threads for serving: `requested`, or with 0 all cores but one.
+    The event loop and the clients need a core: when torch's threads take them all, a
+    thread of its team is preempted in the middle of a step and the others spin waiting
+    for it (one stream on 2 cores: 145 tokens/s with 2 threads, 214 with 1; see
+    docs/benchmarks.md)."""
+    import torch
+
+    from gptlab.tokenizers.base import resolve_num_threads
+
+    threads = requested or max(1, resolve_num_threads(0) - 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from gptlab.serve.engine import ModelEngine
 
     device = resolve_device(args.device)  # a bad --device is named, not blamed on the weights
+    torch_threads = model_threads(args.threads)
     engine = ModelEngine.from_run_dir(args.run_dir, which=args.checkpoint, device=device)
     engine.batch_invariant = args.batch_invariant
     api_key = args.api_key if args.api_key is not None else os.environ.get("GPTLAB_API_KEY")
@@ -93,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if engine.kv_cache_bytes is not None:
             auth += (f"; KV cache {engine.kv_cache_bytes / 2**20:.1f} MiB for "
                      f"{settings.max_concurrency} completions at once")
+        auth += f"; {torch_threads} torch thread{'s' if torch_threads > 1 else ''}"
         print(f"serving {engine.model_id} on {url} ({auth}); playground: {url}/ ; "
               f"API: {url}/v1 ; Ctrl-C to stop", file=sys.stderr, flush=True)
 

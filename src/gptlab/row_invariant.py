@@ -1,0 +1,171 @@
+"""Matmuls whose rows do not depend on the batch: how batched decoding keeps a request's
+tokens the same alone or among others, at about the cost of decoding it alone.
+
+A matmul kernel picks its method by shape. With torch 2.13 on CPU (MKL), `F.linear` of one
+row rounds one way alone, another in 2-3 rows, a third in a block of 4 or 16 rows (which
+depends on the CPU): a row's numbers change with how many other rows share the step.
+Multiplying by the weight stored transposed, `x @ Wᵀ` with Wᵀ a contiguous (in, out)
+copy, is steadier: measured on AVX2 and AVX-512 CPUs, every row count from 2 up gives
+each row the same bits, wherever it sits; only 1 row (a matrix-vector product) differs,
+and with 2 threads some shapes (e.g. 1536 → 384) switch method past 16 rows.
+
+So `RowInvariantLinear` runs each `F.linear` of a forward pass as `x @ Wᵀ` over chunks of
+rows, each padded to at least `pad` rows and at most `chunk` long, where [pad, chunk] is a
+range of row counts `row_plan` measured to agree, bitwise, for that weight's shape on this
+device. Its cost: one transposed copy of each weight (held while the mode is used), and
+for one row, a 2-row product (about a 1-row one on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+PADS = (1, 2, 4, 8, 16, 32, 64)  # candidate smallest row counts, smallest first
+MIN_CHUNK = 16  # a plan must let at least this many rows share one product
+PROBE_ROWS = 64  # row counts checked, up to this (or the batch, if larger)
+
+logger = logging.getLogger(__name__)
+_plans: dict[tuple, RowPlan] = {}  # row_plan's answers, by shape, device, dtype and rows
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Run a product over `chunk`-row pieces, each padded to at least `pad` rows: every
+    row count in [pad, chunk] gives a row the same bits."""
+
+    pad: int
+    chunk: int
+
+
+def row_plan(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype,
+             rows: int = PROBE_ROWS, bias: bool = False) -> RowPlan:
+    """The `RowPlan` for `x @ Wᵀ (+ bias)` with Wᵀ of shape (n_in, n_out), measured on random data
+    once per shape, device, dtype and row count (milliseconds for a small model): the
+    smallest pad in PADS whose agreeing range reaches MIN_CHUNK rows (or `rows`), and the
+    longest such range. Falls back, with a warning, to the largest pad alone."""
+    top = max(rows, PROBE_ROWS)
+    key = (n_in, n_out, bias, device, dtype, top, torch.get_num_threads())  # threads matter
+    if key not in _plans:
+        _plans[key] = _measure_plan(n_in, n_out, bias, device, dtype, top)
+    return _plans[key]
+
+
+def _measure_plan(n_in: int, n_out: int, bias: bool, device: torch.device,
+                  dtype: torch.dtype, top: int) -> RowPlan:
+    gen = torch.Generator().manual_seed(0)
+    weight_t = torch.randn(n_in, n_out, generator=gen).to(device, dtype)
+    b = torch.randn(n_out, generator=gen).to(device, dtype) if bias else None
+    x = torch.randn(top + 1, n_in, generator=gen).to(device, dtype)
+    with torch.no_grad():
+        products = [_product(x[:m], weight_t, b) for m in range(1, top + 2)]  # m = 1..top+1
+        # agrees[m]: m rows give the same bits as the first m rows of m + 1
+        agrees = [False] + [torch.equal(products[m - 1], products[m][:m])
+                            for m in range(1, top + 1)]
+        for pad in PADS:
+            chunk = pad
+            while chunk < top and agrees[chunk]:
+                chunk += 1
+            if chunk >= min(MIN_CHUNK, top) and _same_anywhere(x[0], weight_t, b, pad, chunk):
+                return RowPlan(pad, chunk)
+    logger.warning("no row count keeps matmul rows independent of the batch for %dx%d on %s: "
+                   "texts may differ a little under load", n_in, n_out, device)
+    return RowPlan(PADS[-1], PADS[-1])
+
+
+def _same_anywhere(row: Tensor, weight_t: Tensor, bias: Tensor | None, pad: int,
+                   chunk: int) -> bool:
+    """One row copied into every place of a `pad`- and a `chunk`-row product: all equal?"""
+    alone = _product(row.expand(pad, -1).contiguous(), weight_t, bias)  # (pad, n_out)
+    full = _product(row.expand(chunk, -1).contiguous(), weight_t, bias)  # (chunk, n_out)
+    return bool((alone == alone[0]).all() and (full == alone[0]).all())
+
+
+class RowInvariantLinear:
+    """Within `with RowInvariantLinear(model):`, every nn.Linear of `model` (the tied
+    lm_head too) computes each row's result independently of the other rows (see the
+    module docstring); outside it the model is untouched.
+
+    Entering puts a row-invariant forward on each Linear (leaving takes it off again),
+    made from a transposed copy of its weight, remade when a weight changes in place
+    (its version counter moves) or torch's thread count changes. Not for a model that
+    another thread runs at the same time."""
+
+    def __init__(self, model: nn.Module, rows: int = PROBE_ROWS) -> None:
+        self.rows = rows
+        self.linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        self._made_for: tuple = ()
+        self._forwards: list = []
+        self._refresh()
+
+    @property
+    def min_rows(self) -> int:
+        """Fewest rows every product takes in one piece: run at least this many (idle ones
+        are fine) and no Linear pads."""
+        return max(forward.plan.pad for forward in self._forwards)
+
+    def nbytes(self) -> int:
+        """Bytes held by the transposed copies (tied weights are copied once)."""
+        copies = {id(f.weight_t): f.weight_t for f in self._forwards}
+        return sum(t.numel() * t.element_size() for t in copies.values())
+
+    def _refresh(self) -> None:
+        made_for = (torch.get_num_threads(), *(m.weight._version for m in self.linears))
+        if made_for == self._made_for:
+            return
+        copies: dict[int, Tensor] = {}  # a tied weight is copied once
+        self._forwards = []
+        for linear in self.linears:
+            weight = linear.weight
+            if id(weight) not in copies:
+                copies[id(weight)] = weight.detach().t().contiguous()  # (in, out)
+            plan = row_plan(weight.shape[1], weight.shape[0], weight.device, weight.dtype,
+                            self.rows, linear.bias is not None)
+            self._forwards.append(RowInvariantForward(copies[id(weight)], linear.bias, plan))
+        self._made_for = made_for
+
+    def __enter__(self) -> RowInvariantLinear:
+        self._refresh()
+        for linear, forward in zip(self.linears, self._forwards, strict=True):
+            linear.__dict__["forward"] = forward  # an instance attribute, found before the class's
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for linear in self.linears:
+            del linear.__dict__["forward"]
+
+
+class RowInvariantForward:
+    """nn.Linear's forward as x @ Wᵀ (+ bias, in the same addmm) over chunks of
+    `plan.chunk` rows, each padded to `plan.pad` rows: (..., in) → (..., out), each row
+    the same whatever the others."""
+
+    def __init__(self, weight_t: Tensor, bias: Tensor | None, plan: RowPlan) -> None:
+        self.weight_t, self.bias, self.plan = weight_t, bias, plan
+
+    def __call__(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])  # (R, in)
+        if self.plan.pad <= rows.shape[0] <= self.plan.chunk:  # the common case: one product
+            out = _product(rows, self.weight_t, self.bias)
+        else:
+            out = self._in_chunks(rows)
+        return out.view(x.shape[:-1] + out.shape[-1:])  # (..., out)
+
+    def _in_chunks(self, rows: Tensor) -> Tensor:
+        pad, chunk = self.plan.pad, self.plan.chunk
+        pieces = []
+        for start in range(0, rows.shape[0], chunk):
+            piece = rows[start : start + chunk]
+            n = piece.shape[0]
+            if n < pad:
+                piece = torch.cat([piece, piece.new_zeros(pad - n, piece.shape[1])])
+            pieces.append(_product(piece, self.weight_t, self.bias)[:n])  # (n, out)
+        return torch.cat(pieces)
+
+
+def _product(rows: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
+    """(R, in) @ (in, out) (+ bias): the product `row_plan` measures."""
+    return rows @ weight_t if bias is None else torch.addmm(bias, rows, weight_t)
