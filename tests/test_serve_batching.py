@@ -10,6 +10,7 @@ import httpx
 import pytest
 import torch
 from test_serve_live import wait_until
+from torch import nn
 
 from gptlab.serve.app import ServerSettings, create_app
 from gptlab.serve.engine import DecodingError, ModelEngine, SamplingParams
@@ -197,3 +198,6 @@ def test_no_batch_invariant_decodes_exactly_the_rows_in_use(tiny_run, monkeypatc
     assert rows == [1, 1, 1]  # prefill, then two steps of the one row: no padding
     assert main(["serve", str(tiny_run), "--max-concurrency", "3"]) == 0  # the default
     assert engine.decoder.rows_invariant is not None and engine.decoder.min_rows > 1
+    copies = sum(m.weight.numel() for m in engine.model.modules() if isinstance(m, nn.Linear))
+    assert engine.weight_copy_bytes == 4 * copies > 0
+    assert f"{4 * copies / 2**20:.1f} MiB of transposed weights" in capsys.readouterr().err

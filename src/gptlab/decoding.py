@@ -210,7 +210,7 @@ class DecodingEngine:
         return logits[:, -1, :]  # (B, V)
 
     def _decode(self, decoding: list[Request]) -> Tensor:
-        """One forward pass over the slots up to the highest in use (whole row blocks):
+        """One forward pass over the slots up to the highest in use (at least min_rows):
         each decoding row's newest token at its position; the other rows write to the
         scratch entry. → (S, V) logits."""
         top = max(slot for request in self.running for slot in request.slots) + 1

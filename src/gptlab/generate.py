@@ -16,9 +16,9 @@ seed 001's `generate`: logits of the last position → `sample_next_token` → a
   than T + max_new_tokens.
 
 The KV cache is `gptlab.decoding.DecodingEngine` with one request: the server's engine.
-With `batch_invariant=True` it pads each step as the server does, so a request's tokens
-are bitwise those the server gives it; by default it runs exactly the B rows asked for
-(on CPU one row alone is about twice as fast as a padded block of 4).
+With `batch_invariant=True` it runs row-invariant Linears as the server does, so a
+request's tokens are bitwise those the server gives it; by default it runs the model as
+it is (on CPU one row alone is about 1.25x as fast).
 
 The KV cache and the sliding window (`exact`). While prompt + generated tokens fit in
 block_size, the cache gives exactly the cache-free result. Past block_size the seed's loop

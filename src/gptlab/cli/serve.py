@@ -114,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
         if engine.kv_cache_bytes is not None:
             auth += (f"; KV cache {engine.kv_cache_bytes / 2**20:.1f} MiB for "
                      f"{settings.max_concurrency} completions at once")
+            if engine.weight_copy_bytes:
+                auth += (f", {engine.weight_copy_bytes / 2**20:.1f} MiB of transposed weights "
+                         "(batch-invariant decoding)")
         auth += f"; {torch_threads} torch thread{'s' if torch_threads > 1 else ''}"
         print(f"serving {engine.model_id} on {url} ({auth}); playground: {url}/ ; "
               f"API: {url}/v1 ; Ctrl-C to stop", file=sys.stderr, flush=True)

@@ -77,6 +77,7 @@ class Engine:
     eot_id: int | None = None
     tokenizer_name: str = ""
     kv_cache_bytes: int | None = None  # memory held for decoding, once `reserve` ran
+    weight_copy_bytes: int = 0  # the row-invariant Linears' transposed weights
 
     def reserve(self, rows: int) -> None:
         """Allocate what decoding `rows` completions at once needs, before the first request."""
@@ -224,7 +225,7 @@ class ModelEngine(Engine):
         self.eot_id = tokenizer.eot_id
         self.tokenizer_name = tokenizer.name
         self.decoder: DecodingEngine | None = None
-        # pad steps to whole row blocks: the same text alone or under load (`reserve`)
+        # row-invariant Linears: the same text alone or under load (`reserve`)
         self.batch_invariant = True
 
     @classmethod
@@ -242,6 +243,8 @@ class ModelEngine(Engine):
     def reserve(self, rows: int) -> None:
         self.decoder = DecodingEngine(self.model, rows, batch_invariant=self.batch_invariant)
         self.kv_cache_bytes = self.decoder.cache_bytes()
+        rows_invariant = self.decoder.rows_invariant
+        self.weight_copy_bytes = rows_invariant.nbytes() if rows_invariant is not None else 0
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text))
