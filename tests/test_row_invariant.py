@@ -81,7 +81,7 @@ def test_a_shared_weight_is_copied_once():
     assert RowInvariantLinear(model).nbytes() == matrices * 4  # fp32
 
 
-def test_a_weight_changed_in_place_is_copied_again():
+def test_a_weight_changed_in_place_or_replaced_is_copied_again():
     model = small_gpt(bias=False)
     rows_invariant = RowInvariantLinear(model)
     x = torch.randn(4, 1, 32)
@@ -91,6 +91,10 @@ def test_a_weight_changed_in_place_is_copied_again():
         with rows_invariant:
             doubled = linear(x)
     torch.testing.assert_close(doubled, F.linear(x, linear.weight), rtol=1e-5, atol=1e-5)
+    linear.weight = torch.nn.Parameter(torch.ones_like(linear.weight))  # a new tensor
+    with torch.no_grad(), rows_invariant:
+        ones = linear(x)
+    torch.testing.assert_close(ones, F.linear(x, linear.weight), rtol=1e-5, atol=1e-5)
 
 
 def test_fewer_rows_than_the_pad_and_more_than_a_chunk_are_padded_and_split(monkeypatch):

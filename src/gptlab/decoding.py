@@ -109,7 +109,7 @@ class DecodingEngine:
         self.model = model
         self.window = model.config.block_size
         self.prefill_chunk = prefill_chunk
-        # the same for every engine of up to PROBE_ROWS rows
+        # transposed weights; plans measured once per shape (row_invariant.row_plan)
         self.rows_invariant = RowInvariantLinear(model, num_slots) if batch_invariant else None
         self.min_rows = self.rows_invariant.min_rows if self.rows_invariant else 1
         # one scratch entry past the block (see the module docstring)

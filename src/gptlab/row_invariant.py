@@ -5,15 +5,17 @@ A matmul kernel picks its method by shape. With torch 2.13 on CPU (MKL), `F.line
 row rounds one way alone, another in 2-3 rows, a third in a block of 4 or 16 rows (which
 depends on the CPU): a row's numbers change with how many other rows share the step.
 Multiplying by the weight stored transposed, `x @ Wᵀ` with Wᵀ a contiguous (in, out)
-copy, is steadier: measured on AVX2 and AVX-512 CPUs, every row count from 2 up gives
-each row the same bits, wherever it sits; only 1 row (a matrix-vector product) differs,
-and with 2 threads some shapes (e.g. 1536 → 384) switch method past 16 rows.
+copy, is steadier: measured on an AVX-512 CPU (docs/benchmarks.md), every row count from
+2 up gives each row the same bits, wherever it sits; only 1 row (a matrix-vector product)
+differs, and with 2 threads some shapes (e.g. 1536 → 384) switch method past 16 rows.
+Other machines may differ, which is why `row_plan` measures rather than assumes.
 
 So `RowInvariantLinear` runs each `F.linear` of a forward pass as `x @ Wᵀ` over chunks of
 rows, each padded to at least `pad` rows and at most `chunk` long, where [pad, chunk] is a
 range of row counts `row_plan` measured to agree, bitwise, for that weight's shape on this
-device. Its cost: one transposed copy of each weight (held while the mode is used), and
-for one row, a 2-row product (about a 1-row one on CPU).
+device. Its cost: one transposed copy of each weight matrix, and for one row a 2-row
+product (~1.2x a 1-row `F.linear` on CPU, weights out of cache; from 16 rows on the copy
+is the faster of the two).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ MIN_CHUNK = 16  # a plan must let at least this many rows share one product
 PROBE_ROWS = 64  # row counts checked, up to this (or the batch, if larger)
 
 logger = logging.getLogger(__name__)
-_plans: dict[tuple, RowPlan] = {}  # row_plan's answers, by shape, device, dtype and rows
+_plans: dict[tuple, RowPlan] = {}  # row_plan's answers (see its key)
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,9 @@ class RowPlan:
 
 def row_plan(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype,
              rows: int = PROBE_ROWS, bias: bool = False) -> RowPlan:
-    """The `RowPlan` for `x @ Wᵀ (+ bias)` with Wᵀ of shape (n_in, n_out), measured on random data
-    once per shape, device, dtype and row count (milliseconds for a small model): the
+    """The `RowPlan` for `x @ Wᵀ (+ bias)` with Wᵀ of shape (n_in, n_out), measured on
+    random data once per shape, device, dtype, row count and torch thread count
+    (milliseconds for a small model): the
     smallest pad in PADS whose agreeing range reaches MIN_CHUNK rows (or `rows`), and the
     longest such range. Falls back, with a warning, to the largest pad alone."""
     top = max(rows, PROBE_ROWS)
@@ -90,15 +93,15 @@ class RowInvariantLinear:
     module docstring); outside it the model is untouched.
 
     Entering puts a row-invariant forward on each Linear (leaving takes it off again),
-    made from a transposed copy of its weight, remade when a weight changes in place
-    (its version counter moves) or torch's thread count changes. Not for a model that
-    another thread runs at the same time."""
+    made from a transposed copy of its weight, remade when a weight is replaced or
+    changed in place (its version counter moves) or torch's thread count changes. Not
+    for a model that another thread runs at the same time."""
 
     def __init__(self, model: nn.Module, rows: int = PROBE_ROWS) -> None:
         self.rows = rows
         self.linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         self._made_for: tuple = ()
-        self._forwards: list = []
+        self._forwards: list[RowInvariantForward] = []
         self._refresh()
 
     @property
@@ -113,7 +116,8 @@ class RowInvariantLinear:
         return sum(t.numel() * t.element_size() for t in copies.values())
 
     def _refresh(self) -> None:
-        made_for = (torch.get_num_threads(), *(m.weight._version for m in self.linears))
+        made_for = (torch.get_num_threads(),
+                    *((id(m.weight), m.weight._version) for m in self.linears))
         if made_for == self._made_for:
             return
         copies: dict[int, Tensor] = {}  # a tied weight is copied once

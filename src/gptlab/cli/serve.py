@@ -76,7 +76,7 @@ def model_threads(requested: int) -> int:
     """Set torch's intra-op threads for serving: `requested`, or with 0 all cores but one.
     The event loop and the clients need a core: when torch's threads take them all, a
     thread of its team is preempted in the middle of a step and the others spin waiting
-    for it (one stream on 2 cores: 145 tokens/s with 2 threads, 214 with 1; see
+    for it (one stream on 2 cores: 116 tokens/s with 2 threads, 195 with 1; see
     docs/benchmarks.md)."""
     import torch
 
