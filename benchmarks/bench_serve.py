@@ -339,14 +339,11 @@ def make_lecture_run(out_dir: Path, shape: str = "lecture") -> Path:
     return write_run(out_dir / f"{shape}-char", GPT(config), tokenizer)
 
 
-def server_threads(requested: int) -> int:
-    """The torch threads `gptlab serve --threads requested` runs with (0: all cores but one)."""
-    return requested or max(1, len(os.sched_getaffinity(0)) - 1)
-
-
 def streaming(args: argparse.Namespace, run_dir: Path) -> None:
     sizes = [int(c) for c in args.stream_clients.split(",")]
-    threads = server_threads(args.threads)
+    from gptlab.cli.serve import serve_threads
+
+    threads = serve_threads(args.threads)
     this = ["--threads", str(threads)]
     trees = [("this", REPO_SRC, this)]
     if args.no_invariant:

@@ -47,9 +47,9 @@ def row_plan(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype,
              rows: int = PROBE_ROWS, bias: bool = False) -> RowPlan:
     """The `RowPlan` for `x @ Wᵀ (+ bias)` with Wᵀ of shape (n_in, n_out), measured on
     random data once per shape, device, dtype, row count and torch thread count
-    (milliseconds for a small model): the
-    smallest pad in PADS whose agreeing range reaches MIN_CHUNK rows (or `rows`), and the
-    longest such range. Falls back, with a warning, to the largest pad alone."""
+    (milliseconds for a small model): the smallest pad in PADS whose agreeing range
+    reaches MIN_CHUNK rows, and the longest such range up to max(rows, PROBE_ROWS). Falls
+    back, with a warning, to the largest pad alone."""
     top = max(rows, PROBE_ROWS)
     key = (n_in, n_out, bias, device, dtype, top, torch.get_num_threads())  # threads matter
     if key not in _plans:
@@ -72,7 +72,7 @@ def _measure_plan(n_in: int, n_out: int, bias: bool, device: torch.device,
             chunk = pad
             while chunk < top and agrees[chunk]:
                 chunk += 1
-            if chunk >= min(MIN_CHUNK, top) and _same_anywhere(x[0], weight_t, b, pad, chunk):
+            if chunk >= MIN_CHUNK and _same_anywhere(x[0], weight_t, b, pad, chunk):
                 return RowPlan(pad, chunk)
     logger.warning("no row count keeps matmul rows independent of the batch for %dx%d on %s: "
                    "texts may differ a little under load", n_in, n_out, device)

@@ -72,17 +72,21 @@ def check_args(args: argparse.Namespace) -> None:
         raise GptlabError(f"run folder not found: {args.run_dir} (train one with `gptlab train`)")
 
 
-def model_threads(requested: int) -> int:
-    """Set torch's intra-op threads for serving: `requested`, or with 0 all cores but one.
-    The event loop and the clients need a core: when torch's threads take them all, a
-    thread of its team is preempted in the middle of a step and the others spin waiting
-    for it (one stream on 2 cores: 116 tokens/s with 2 threads, 195 with 1; see
-    docs/benchmarks.md)."""
-    import torch
-
+def serve_threads(requested: int) -> int:
+    """The torch threads for serving: `requested`, or with 0 all cores but one (at least 1)."""
     from gptlab.tokenizers.base import resolve_num_threads
 
-    threads = requested or max(1, resolve_num_threads(0) - 1)
+    return requested or max(1, resolve_num_threads(0) - 1)
+
+
+def model_threads(requested: int) -> int:
+    """Set torch's intra-op threads for serving (`serve_threads`). The event loop and
+    the clients need a core: when torch's threads take them all, a thread of its team is
+    preempted in the middle of a step and the others spin waiting for it (one stream on
+    2 cores: 116 tokens/s with 2 threads, 195 with 1; see docs/benchmarks.md)."""
+    import torch
+
+    threads = serve_threads(requested)
     torch.set_num_threads(threads)
     return threads
 
