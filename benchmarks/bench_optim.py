@@ -1,10 +1,13 @@
-"""AdamW against Muon on a preset's model, and Muon's Newton-Schulz in bf16 against float32.
+"""AdamW against Muon on a preset's model, and Muon's Newton-Schulz: bf16 or float32, batched.
 
 Rows (medians over --steps interleaved steps, random tokens, CPU):
 - one training step with `--optimizer adamw` and with `--optimizer muon` (gptlab's
   `configure_optimizer`): forward + backward (with gradient clipping) and optimizer time;
 - the Newton-Schulz iteration over every matrix Muon trains in that model: torch's own
-  (`torch.optim.Muon` runs it in bfloat16) against gptlab's float32 `newton_schulz`.
+  (`torch.optim.Muon` runs it in bfloat16, one matrix at a time) against gptlab's
+  `newton_schulz` one matrix at a time in float32, and over each stack of same-shaped
+  matrices (what `BatchedMuon` does) in float32 and in bfloat16. The muon row above
+  uses the dtype `newton_schulz_dtype("cpu")` picks on this CPU (printed).
 
 To see what a CPU without bf16 instructions pays, restrict this one to AVX2:
 
@@ -25,7 +28,12 @@ import torch
 from gptlab.model import GPT, ModelConfig
 from gptlab.runtime import keep_freed_memory
 from gptlab.train.config import resolve_config
-from gptlab.train.optim import configure_optimizer, muon_matrices, newton_schulz
+from gptlab.train.optim import (
+    configure_optimizer,
+    muon_matrices,
+    newton_schulz,
+    newton_schulz_dtype,
+)
 
 VOCAB = 65
 NS = ((3.4445, -4.775, 2.0315), 5, 1e-7)  # torch.optim.Muon's coefficients, steps, eps
@@ -80,7 +88,8 @@ def main() -> None:
         for c in contenders.values():
             c.step()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset "
-          f"{args.preset}, {args.steps} interleaved steps each\n")
+          f"{args.preset}, {args.steps} interleaved steps each; Muon's Newton-Schulz in "
+          f"{newton_schulz_dtype('cpu')} on this CPU\n")
     print("| optimizer | forward + backward ms | optimizer ms | step ms |")
     print("|---|---|---|---|")
     for name, c in contenders.items():
@@ -88,15 +97,23 @@ def main() -> None:
         print(f"| {name} | {fb:.1f} | {up:.1f} | {fb + up:.1f} |")
 
     matrices = [p.detach().clone() for p in muon_matrices(contenders["muon"].model)]
+    stacks: dict[torch.Size, list[torch.Tensor]] = {}
+    for g in matrices:
+        stacks.setdefault(g.shape, []).append(g)
     torch_ns = torch.optim._muon._zeropower_via_newtonschulz  # torch's, in bfloat16
-    ways = {"torch (bfloat16)": lambda g: torch_ns(g, *NS),
-            "gptlab newton_schulz (float32)": lambda g: newton_schulz(g, *NS)}
+    ways = {
+        "torch (bfloat16), one at a time": lambda: [torch_ns(g, *NS) for g in matrices],
+        "gptlab (float32), one at a time": lambda: [newton_schulz(g, *NS) for g in matrices],
+        "gptlab (float32), same-shaped stacked":
+            lambda: [newton_schulz(torch.stack(s), *NS) for s in stacks.values()],
+        "gptlab (bfloat16), same-shaped stacked":
+            lambda: [newton_schulz(torch.stack(s), *NS, torch.bfloat16) for s in stacks.values()],
+    }
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(30):
         for name, fn in ways.items():
             t0 = time.perf_counter()
-            for g in matrices:
-                fn(g)
+            fn()
             times[name].append(time.perf_counter() - t0)
     print(f"\nNewton-Schulz over the {len(matrices)} matrices Muon trains, median of 25:\n")
     print("| iteration | ms per optimizer step |")

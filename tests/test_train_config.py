@@ -19,12 +19,13 @@ from gptlab.train.config import (
     resolve_resume_config,
 )
 from gptlab.train.optim import (
-    Float32Muon,
+    BatchedMuon,
     MuonAdamW,
     configure_optimizer,
     get_lr,
     muon_matrices,
     newton_schulz,
+    newton_schulz_dtype,
     param_groups,
 )
 
@@ -260,7 +261,7 @@ def test_muon_adamw_steps_as_its_two_halves():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = configure_optimizer(model, config, "cpu")
     twin_blocks = {id(p) for p in muon_matrices(twin)}
-    twin_muon = Float32Muon(muon_matrices(twin), lr=0.004, weight_decay=0.1,
+    twin_muon = BatchedMuon(muon_matrices(twin), lr=0.004, weight_decay=0.1,
                             adjust_lr_fn="match_rms_adamw")
     twin_adamw = torch.optim.AdamW(
         [{**g, "params": [p for p in g["params"] if id(p) not in twin_blocks]}
@@ -325,15 +326,18 @@ def test_newton_schulz_keeps_singular_vectors_and_caps_singular_values(shape):
         assert singular.min() > 0.5
 
 
-def test_float32_muon_is_torch_muon_in_float32():
-    """Same momentum, and updates equal to torch's bf16 Muon within bf16 precision."""
+@pytest.mark.parametrize("ns_dtype", [torch.float32, torch.bfloat16])
+def test_batched_muon_is_torch_muon(ns_dtype):
+    """Same momentum, and updates equal to torch's bf16 Muon within bf16 precision, with
+    same-shaped matrices orthogonalised together (the two 24x8 ones here)."""
     gen = torch.Generator().manual_seed(0)
-    weights = [torch.randn(24, 8, generator=gen), torch.randn(8, 40, generator=gen)]
+    weights = [torch.randn(24, 8, generator=gen), torch.randn(8, 40, generator=gen),
+               torch.randn(24, 8, generator=gen)]
     grads = [[torch.randn(w.shape, generator=gen) for w in weights] for _ in range(3)]
     ours = [torch.nn.Parameter(w.clone()) for w in weights]
     theirs = [torch.nn.Parameter(w.clone()) for w in weights]
     kw = dict(lr=0.1, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
-    opts = Float32Muon(ours, **kw), torch.optim.Muon(theirs, **kw)
+    opts = BatchedMuon(ours, ns_dtype=ns_dtype, **kw), torch.optim.Muon(theirs, **kw)
     for step_grads in grads:
         for params, opt in zip((ours, theirs), opts, strict=True):
             for p, g in zip(params, step_grads, strict=True):
@@ -347,6 +351,35 @@ def test_float32_muon_is_torch_muon_in_float32():
         torch.testing.assert_close(moved_a, moved_b, atol=0.02 * moved_b.abs().max().item(),
                                    rtol=0)
     assert opts[0].state_dict()["param_groups"] == opts[1].state_dict()["param_groups"]
+
+
+@pytest.mark.parametrize("shape", [(3, 48, 16), (2, 16, 64), (1, 32, 32)])
+def test_newton_schulz_of_a_stack_is_each_matrix_on_its_own(shape):
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    coefficients = (3.4445, -4.775, 2.0315)
+    stacked = newton_schulz(g, coefficients, 5, 1e-7)
+    assert stacked.shape == g.shape
+    for one, alone in zip(stacked, g, strict=True):
+        torch.testing.assert_close(one, newton_schulz(alone, coefficients, 5, 1e-7),
+                                   atol=1e-5, rtol=0)
+    halves = newton_schulz(g, coefficients, 5, 1e-7, torch.bfloat16)
+    assert halves.dtype == torch.bfloat16
+    torch.testing.assert_close(halves.float(), stacked, atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"_is_avx512_bf16_supported": True, "_is_amx_tile_supported": False}, torch.bfloat16),
+    ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": True}, torch.bfloat16),
+    ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": False}, torch.float32),
+])
+def test_newton_schulz_runs_in_bfloat16_only_where_the_cpu_multiplies_it(
+        monkeypatch, flags, expected):
+    for name, value in flags.items():
+        monkeypatch.setattr(torch.cpu, name, lambda value=value: value, raising=False)
+    assert newton_schulz_dtype("cpu") == expected
+    assert BatchedMuon([torch.nn.Parameter(torch.ones(2, 2))], lr=0.1).ns_dtype == expected
+    assert newton_schulz_dtype("cuda") == torch.bfloat16
+    assert newton_schulz_dtype("mps") == torch.float32
 
 
 @pytest.mark.parametrize(

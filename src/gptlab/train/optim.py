@@ -104,49 +104,80 @@ def muon_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int,
-                  eps: float) -> torch.Tensor:
-    """Muon's quintic Newton-Schulz iteration in float32 (`torch.optim.Muon`'s, which runs
-    in bfloat16): a matrix with g's singular vectors and its singular values pushed toward 1
-    (none above ~1.2; very small ones stay small)."""
+                  eps: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration (`torch.optim.Muon`'s): a matrix with g's
+    singular vectors and its singular values pushed toward 1 (none above ~1.2; very small
+    ones stay small), computed in `dtype`.
+
+    g is one matrix (m, n) or a stack of same-shaped ones (k, m, n), each orthogonalised on
+    its own: a stack takes one batched matmul per product instead of k small ones.
+    """
     a, b, c = coefficients
-    wide = g.size(0) <= g.size(1)
-    x = (g if wide else g.mT).float()
-    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm <= 1
+    wide = g.size(-2) <= g.size(-1)
+    x = (g if wide else g.mT).to(dtype)
+    x = x.unsqueeze(0) if x.dim() == 2 else x  # (k, m, n), m <= n
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral <= Frobenius <= 1
     for _ in range(steps):
-        gram = x @ x.mT
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        gram = x @ x.mT  # (k, m, m)
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    x = x.squeeze(0) if g.dim() == 2 else x
     return x if wide else x.mT
 
 
-class Float32Muon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Optimizer):
-    """`torch.optim.Muon` with its Newton-Schulz iterations in float32, for CPUs.
+def newton_schulz_dtype(device_type: str) -> torch.dtype:
+    """bfloat16 (what torch's Muon uses) where matmuls in it run natively: CUDA, and CPUs
+    with AVX512-BF16 or AMX; float32 on other CPUs, which emulate bfloat16 matmuls ~17x
+    slower than float32 ones (docs/benchmarks.md, "Newton-Schulz")."""
+    if device_type == "cuda":
+        return torch.bfloat16
+    if device_type != "cpu":
+        return torch.float32
+    native = [getattr(torch.cpu, name, lambda: False)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.bfloat16 if any(f() for f in native) else torch.float32
 
-    torch runs them in bfloat16, which CPUs without bf16 instructions emulate slowly; float32
-    gives the same result on every CPU (benchmarks/bench_optim.py, docs/benchmarks.md). Same
+
+class BatchedMuon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Optimizer):
+    """`torch.optim.Muon` with its Newton-Schulz iterations run once per group of
+    same-shaped matrices (a transformer's layers share their shapes), in bfloat16 where the
+    CPU multiplies it natively and in float32 where it does not (`newton_schulz_dtype`).
+
+    torch's Muon orthogonalises one matrix at a time, always in bfloat16: on a CPU without
+    bf16 instructions that is ~17x a float32 iteration, and on one with them a batch of the
+    same-shaped matrices is ~2x faster than one by one (benchmarks/bench_optim.py). Same
     update rule, hyperparameters and state ("momentum_buffer") as torch's, so checkpoints
     move between the two.
     """
 
+    def __init__(self, params: Any, ns_dtype: torch.dtype | None = None, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype or newton_schulz_dtype("cpu")
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:
         if closure is not None:
-            raise ValueError("Float32Muon.step takes no closure")
+            raise ValueError("BatchedMuon.step takes no closure")
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
+            same_shape: dict[tuple, list[torch.Tensor]] = {}
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                update = newton_schulz(update, group["ns_coefficients"], group["ns_steps"],
-                                       group["eps"])
-                p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update.to(p.dtype), alpha=-lr * _muon_lr_ratio(group["adjust_lr_fn"],
-                                                                      p.shape))
+                if p.grad is not None:
+                    same_shape.setdefault((p.shape, p.dtype, p.device), []).append(p)
+            for params in same_shape.values():
+                updates = []
+                for p in params:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(p.grad)
+                    buf = state["momentum_buffer"]
+                    buf.lerp_(p.grad, 1 - momentum)
+                    updates.append(p.grad.lerp(buf, momentum) if group["nesterov"] else buf)
+                orthogonal = newton_schulz(torch.stack(updates), group["ns_coefficients"],
+                                           group["ns_steps"], group["eps"], self.ns_dtype)
+                ratio = _muon_lr_ratio(group["adjust_lr_fn"], params[0].shape)
+                for p, update in zip(params, orthogonal, strict=True):
+                    p.mul_(1 - lr * group["weight_decay"])
+                    p.add_(update.to(p.dtype), alpha=-lr * ratio)
 
 
 def _muon_lr_ratio(adjust_lr_fn: str | None, shape: torch.Size) -> float:
@@ -168,7 +199,7 @@ class MuonAdamW:
     matrix to match AdamW's update size (`adjust_lr_fn="match_rms_adamw"`, Liu et al. 2025,
     "Muon is scalable for LLM training"), so one `learning_rate` schedule and one
     `weight_decay` serve both halves. Muon keeps its default momentum (0.95, Nesterov).
-    Off CUDA the matrices go to `Float32Muon`.
+    Off CUDA the matrices go to `BatchedMuon`.
 
     To the trainer it is one optimizer: `param_groups` lists AdamW's groups then Muon's
     (the schedule sets every group's "lr"), and the state dict holds both.
@@ -187,7 +218,7 @@ class MuonAdamW:
         rest = [{**g, "params": [p for p in g["params"] if id(p) not in chosen]}
                 for g in groups]
         self.adamw = _adamw([g for g in rest if g["params"]], config, device_type)
-        muon = torch.optim.Muon if device_type == "cuda" else Float32Muon
+        muon = torch.optim.Muon if device_type == "cuda" else BatchedMuon
         self.muon = muon(matrices, lr=config.learning_rate, weight_decay=config.weight_decay,
                          adjust_lr_fn="match_rms_adamw")
 
