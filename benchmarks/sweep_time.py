@@ -9,8 +9,9 @@ measured and a second call adds to it; `--fit` fits the rule in gptlab/train/bud
 
     L(N, D, S) = E + A / N**alpha + B / D_eff**beta + C / S**gamma,
 
-to every row there without dropout (least squares in E, A, B, C on a grid of alpha, beta
-and gamma) and prints it.
+to every row there without dropout, and to the rows of benchmarks/time_targets.py
+(docs/time-targets.jsonl) that carry the same fields (least squares in E, A, B, C on a
+grid of alpha, beta and gamma) and prints it.
 
     python benchmarks/sweep_time.py --budgets 60,150 --shapes 0,1,2
     python benchmarks/sweep_time.py --fit
@@ -33,6 +34,7 @@ from train_runs import timed_train  # noqa: E402
 from gptlab.train.budget import LADDER, RULE, SHAPE_FIELDS, LossRule  # noqa: E402
 
 DEFAULT_RESULTS = REPO_ROOT / "docs" / "time-sweep.jsonl"  # the rule's data, kept
+DEFAULT_TARGETS = REPO_ROOT / "docs" / "time-targets.jsonl"
 
 
 def run_point(budget: str, shape_index: int, seed: int, data: str, work: Path) -> dict:
@@ -47,7 +49,7 @@ def run_point(budget: str, shape_index: int, seed: int, data: str, work: Path) -
             "params": shape.params(), "seed": seed, "steps": config["train"]["max_iters"],
             "tokens": plan["tokens"], "unique_tokens": config["data"]["train_tokens"],
             "epochs": plan["epochs"], "dropout": config["model"]["dropout"],
-            "wall_s": r.wall_s,
+            "wall_s": r.wall_s, "dtype": config["train"]["dtype"],
             "predicted": round(plan["predicted_val_loss"], 4),
             "val_loss": r.val_loss}
 
@@ -84,16 +86,24 @@ def main() -> None:
     parser.add_argument("--seeds", default="1337")
     parser.add_argument("--data", default="", help="prepared dataset (default: shakespeare)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
-    parser.add_argument("--fit", action="store_true", help="fit the rule to --results")
+    parser.add_argument("--fit", action="store_true",
+                        help="fit the rule to --results and the rows of --targets")
+    parser.add_argument("--targets", type=Path, default=DEFAULT_TARGETS,
+                        help="benchmarks/time_targets.py's rows, also fitted")
     args = parser.parse_args()
     if args.fit:
-        rows = [json.loads(line) for line in args.results.read_text().splitlines()]
-        rows = [r for r in rows if not r.get("dropout")]  # the rule is for dropout-free runs
+        rows = [json.loads(line) for path in (args.results, args.targets)
+                for line in path.read_text().splitlines()]
+        # the rule is for dropout-free cosine runs; target rows count once they carry the
+        # sweep's fields (benchmarks/time_targets.py writes them since 2026-12-06)
+        rows = [r for r in rows if "params" in r and not r.get("dropout")
+                and r.get("lr_schedule", "cosine") == "cosine"]
         rule, rms = fit(rows)
         print(f"{len(rows)} points: {rule} (RMS error {rms:.4f})")
         for r in rows:
             pred = rule.predict(r["params"], r["tokens"], r["unique_tokens"], r["steps"])
-            print(f"  {r['budget']:>5} shape {r['shape']} N={r['params']:,} D={r['tokens']:,} "
+            shape = f"{r['n_layer']}x{r['n_embd']}/{r['block_size']}x{r['batch_size']}"
+            print(f"  {r['budget']:>5} {shape:>13} N={r['params']:,} D={r['tokens']:,} "
                   f"val {r['val_loss']:.4f} fit {pred:.4f}")
         return
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -25,13 +25,20 @@ def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
     evals = [r["val_loss"] for r in records if r["kind"] == "eval"]
     shape = plan["shape"]
     return {"budget": budget, "seed": seed,
-            "shape": f"{shape['n_layer']}x{shape['n_embd']}, block {shape['block_size']}",
+            "shape": f"{shape['n_layer']}x{shape['n_embd']}, block {shape['block_size']}, "
+                     f"batch {shape['batch_size']}",
             "planned": plan["replanned_from"] or plan["max_iters"],
             "max_iters": plan["max_iters"], "done": records[-1]["step"],
             "epochs": round(plan["epochs"], 1), "dropout": config["model"]["dropout"],
             "wall_s": result.wall_s, "budget_s": plan["budget_s"],
             "best_eval": round(min(evals), 4), "last_eval": round(evals[-1], 4),
-            "val_loss": result.val_loss}
+            "val_loss": result.val_loss,
+            # what benchmarks/sweep_time.py --fit reads (as its own rows)
+            **{k: shape[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")},
+            "params": 12 * shape["n_layer"] * shape["n_embd"] ** 2,
+            "steps": records[-1]["step"],
+            "tokens": records[-1]["step"] * shape["block_size"] * shape["batch_size"],
+            "unique_tokens": config["data"]["train_tokens"], "dtype": config["train"]["dtype"]}
 
 
 def main() -> None:
@@ -54,6 +61,8 @@ def main() -> None:
         for budget in args.budgets.split(","):
             for seed in map(int, args.seeds.split(",")):
                 r = run_one(budget, seed, extra, Path(tmp))
+                if args.flags:
+                    r["flags"] = args.flags
                 rows.append(r)
                 with open(args.results, "a") as f:
                     f.write(json.dumps(r) + "\n")

@@ -212,3 +212,23 @@ def test_rolling_cache_reference_equals_fused_past_the_window():
                 steps.append(model(ids(2, 1, seed=t), kv_cache=cache)[0][:, -1])
             out[name] = torch.stack(steps)
     torch.testing.assert_close(out["reference"], out["fused"], atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_bf16_training_attention_runs_in_float32():
+    """Under bf16 autocast on a CPU, attention for training is float32 SDPA on the upcast
+    tensors (torch's bf16 CPU flash-attention backward is ~4.6x slower), cast back; without
+    gradients (inference) it is bf16 SDPA, as before."""
+    from gptlab.model.attention import scaled_dot_product_attention
+
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 2, 9, 8, generator=gen).bfloat16() for _ in range(3))
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                              is_causal=True).bfloat16()
+    leaf = q.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = scaled_dot_product_attention(leaf, k, v, is_causal=True)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, expected)
+    y.float().sum().backward()
+    assert leaf.grad.dtype == torch.bfloat16 and leaf.grad.abs().sum() > 0
+    plain = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.equal(scaled_dot_product_attention(q, k, v, is_causal=True), plain)

@@ -53,3 +53,18 @@ def test_rng_state_round_trip():
     set_rng_state(state)
     again = (random.random(), np.random.rand(), torch.rand(2))
     assert first[:2] == again[:2] and torch.equal(first[2], again[2])
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch):
+    from gptlab.runtime import native_bf16
+
+    for avx512_bf16, amx in [(False, False), (True, False), (False, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v,
+                            raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v,
+                            raising=False)
+        assert native_bf16("cpu") == (avx512_bf16 or amx)
+    assert native_bf16("mps") is False
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert native_bf16("cpu") is False  # private helpers gone: the safe answer

@@ -13,12 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gptlab import runtime
 from gptlab.cli import main
 from gptlab.errors import ConfigError
 from gptlab.train import TrainConfig, Trainer, budget
 from gptlab.train.budget import RULE, LossRule, Shape, make_plan, parse_duration
 from gptlab.train.config import pinned_settings, resolve_config
-from gptlab.train.timed import BudgetClock
+from gptlab.train.timed import BudgetClock, probe_dtypes
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_helpers import TINY_FLAGS, make_dataset  # noqa: E402
@@ -106,6 +107,15 @@ def test_plan_probes_up_the_ladder_until_larger_is_worse(monkeypatch):
     assert 1 <= plan.warmup_iters <= 100 and plan.min_lr == pytest.approx(plan.learning_rate / 10)
 
 
+def test_probe_times_bf16_too_only_on_a_cpu_that_multiplies_it(monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
+    assert probe_dtypes("auto", False, "cpu") == ["float32", "bfloat16"]
+    assert probe_dtypes("float32", True, "cpu") == ["float32"]  # the user chose: kept
+    assert probe_dtypes("auto", False, "cuda") == ["auto"]  # auto is bf16 there already
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
+    assert probe_dtypes("auto", False, "cpu") == ["auto"]
+
+
 def test_plan_keeps_what_the_user_fixed(monkeypatch):
     monkeypatch.setattr(budget, "LADDER", TINY_LADDER)
     plan = make_plan(60.0, 0.0, 10**6, lambda shape: 50.0, {"n_embd": 32, "batch_size": 2})
@@ -188,6 +198,7 @@ def test_budgeted_run_plans_records_and_repeats(data_dir, tmp_path, monkeypatch,
                                                 caplog):
     monkeypatch.setattr(budget, "LADDER", TINY_LADDER[:2])
     monkeypatch.setattr(budget, "MIN_SECONDS", 1.0)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)  # probe both dtypes
     caplog.set_level("INFO")
     # the "process" starts when the command does (not at pytest's start)
     monkeypatch.setattr(budget, "process_start_time", time.time)
@@ -203,6 +214,10 @@ def test_budgeted_run_plans_records_and_repeats(data_dir, tmp_path, monkeypatch,
     assert config["train"]["time"] == "10s"
     assert config["train"]["max_iters"] == plan["max_iters"]
     assert config["model"]["n_embd"] == plan["shape"]["n_embd"]
+    # each shape timed in float32 and bfloat16, the faster kept: the run trains in it
+    assert "dtype" in caplog.text and plan["dtype"] in ("float32", "bfloat16")
+    assert config["train"]["dtype"] == plan["dtype"]
+    assert {row["dtype"] for row in plan["probe"]} <= {"float32", "bfloat16"}
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
     assert evals and evals[0]["step"] > 0  # no evaluation at step 0: it would cost budget

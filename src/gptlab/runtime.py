@@ -79,6 +79,18 @@ def resolve_dtype(dtype: Dtype, device: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def native_bf16(device: str) -> bool:
+    """Whether `device` multiplies bfloat16 matrices natively: CUDA GPUs that support it, and
+    CPUs with AVX512-BF16 or AMX. Other CPUs emulate bf16 matmuls, ~17x slower than float32
+    ones (docs/benchmarks.md, "Newton-Schulz in float32 off CUDA")."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device != "cpu":
+        return False
+    return any(getattr(torch.cpu, name, lambda: False)()  # private helpers: may go away
+               for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
 def autocast_factory(
     device: str, dtype: torch.dtype
 ) -> Callable[[], contextlib.AbstractContextManager]:

@@ -103,11 +103,23 @@ class CausalSelfAttention(nn.Module):
                 mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)  # (T, L)
                 is_causal = False
         dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(
+        y = scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, **kwargs: Any) -> Tensor:
+    """`F.scaled_dot_product_attention`, run in float32 when it is given bfloat16 tensors on
+    a CPU for training (under `--dtype bfloat16` autocast): torch's CPU flash-attention
+    backward in bfloat16 took 4.6x its float32 time, while the Linears around it run ~6x
+    faster in bfloat16 on a CPU with AMX (docs/benchmarks.md, "bf16 on a CPU")."""
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.requires_grad:
+        with torch.autocast("cpu", enabled=False):
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
+        return y.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
 class Head(nn.Module):

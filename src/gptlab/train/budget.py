@@ -100,13 +100,16 @@ class Shape:
         return self.batch_size * self.block_size
 
 
-# Small to large. The first is the `speedrun` preset's model; each next one is about 2-4x
-# the compute per token. Heads stay 32 or 64 channels wide.
+# Small to large. The first is the `speedrun` preset's model; each next one costs about
+# 1.3-2x the time per step. Heads stay 32 or 64 channels wide. Past the first, the context
+# is 128 at batch 8 (the same 1,024 tokens a step), which beat block 64 (batch 16) and
+# block 256 (batch 4) at 10 minutes (docs/time-budget.md, "Context").
 LADDER: tuple[Shape, ...] = (
     Shape(3, 4, 128, 64, 16),
-    Shape(4, 5, 160, 64, 16),
-    Shape(4, 6, 192, 128, 16),
-    Shape(6, 8, 256, 128, 16),
+    Shape(4, 5, 160, 128, 8),
+    Shape(4, 6, 192, 128, 8),
+    Shape(6, 6, 192, 128, 8),
+    Shape(6, 8, 256, 128, 8),
     Shape(6, 6, 384, 256, 16),
     Shape(8, 8, 512, 256, 32),
     Shape(12, 12, 768, 512, 32),
@@ -170,6 +173,7 @@ class Plan:
     # `--lr-schedule wsd` the run is replanned again where its cooldown begins
     lr_schedule: str = "cosine"
     lr_decay_start: int | None = None  # wsd: set by the replan at the cooldown's start
+    dtype: str | None = None  # the autocast dtype, where the probe timed more than one
 
     def model_settings(self) -> dict[str, Any]:
         return {"n_layer": self.shape.n_layer, "n_head": self.shape.n_head,
@@ -183,6 +187,8 @@ class Plan:
                     "min_lr": self.min_lr, "eval_interval": self.eval_interval}
         if self.lr_decay_start is not None:
             settings["lr_decay_start"] = self.lr_decay_start
+        if self.dtype is not None:
+            settings["dtype"] = self.dtype
         return settings
 
     def is_winner(self, row: dict[str, Any]) -> bool:
@@ -360,14 +366,15 @@ def format_plan(plan: Plan) -> str:
     """The plan as a table: each probed shape, its speed and predicted loss, the winner."""
     lines = [f"--time {plan.budget_s:.0f}s: probed {len(plan.probe)} shape(s) in "
              f"{plan.probe_s:.1f} s",
-             "  layers heads embd block batch   params  steps/s      tokens  pred. val",
-             ]
+             "  layers heads embd block batch   params  steps/s      tokens  pred. val"
+             + ("  dtype" if plan.dtype else "")]
     for row in plan.probe:
         mark = "*" if plan.is_winner(row) else " "
         lines.append(
             f"{mark} {row['n_layer']:6d} {row['n_head']:5d} {row['n_embd']:4d} "
             f"{row['block_size']:5d} {row['batch_size']:5d} {row['params'] / 1e6:7.2f}M "
-            f"{row['steps_per_s']:8.2f} {row['tokens']:11,d} {row['predicted_val_loss']:10.3f}")
+            f"{row['steps_per_s']:8.2f} {row['tokens']:11,d} {row['predicted_val_loss']:10.3f}"
+            + (f"  {row['dtype']}" if plan.dtype else ""))
     lines.append(
         f"training the * shape: {plan.max_iters} steps in {plan.train_s:.0f} s, "
         f"{plan.tokens:,} tokens = {plan.epochs:.1f} epochs of the training split, lr "

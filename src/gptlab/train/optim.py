@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from gptlab.errors import ConfigError
+from gptlab.runtime import native_bf16
 from gptlab.train.config import TrainConfig
 
 
@@ -125,16 +126,11 @@ def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], ste
 
 
 def newton_schulz_dtype(device_type: str) -> torch.dtype:
-    """bfloat16 (what torch's Muon uses) where matmuls in it run natively: CUDA, and CPUs
-    with AVX512-BF16 or AMX; float32 on other CPUs, which emulate bfloat16 matmuls ~17x
-    slower than float32 ones (docs/benchmarks.md, "Newton-Schulz")."""
+    """bfloat16 (what torch's Muon uses) where matmuls in it run natively (CUDA; CPUs with
+    AVX512-BF16 or AMX: `runtime.native_bf16`), float32 elsewhere."""
     if device_type == "cuda":
         return torch.bfloat16
-    if device_type != "cpu":
-        return torch.float32
-    native = [getattr(torch.cpu, name, lambda: False)
-              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return torch.bfloat16 if any(f() for f in native) else torch.float32
+    return torch.bfloat16 if native_bf16(device_type) else torch.float32
 
 
 class BatchedMuon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Optimizer):

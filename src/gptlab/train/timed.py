@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from gptlab import runtime
 from gptlab.errors import ConfigError
 from gptlab.model import GPT, ModelConfig
 from gptlab.train import distributed as dist_util
@@ -57,9 +58,19 @@ def plan_run(
     budget_s = parse_duration(config.time)
     values = {**resolved, "batch_size": config.batch_size}
     fixed = {k: values[k] for k in SHAPE_FIELDS if k in pinned}
-    plan = make_plan(budget_s, time.time() - started, train_tokens,
-                     lambda shape: probe_steps_per_second(resolved, config, shape, device),
-                     fixed)
+    dtypes = probe_dtypes(config.dtype, "dtype" in pinned, device)
+    fastest: dict[Shape, str] = {}
+
+    def measure(shape: Shape) -> float:
+        rates = {d: probe_steps_per_second(resolved, config, shape, device, d) for d in dtypes}
+        fastest[shape] = max(rates, key=rates.__getitem__)
+        return rates[fastest[shape]]
+
+    plan = make_plan(budget_s, time.time() - started, train_tokens, measure, fixed)
+    if len(dtypes) > 1:
+        plan.dtype = fastest[plan.shape]
+        for row in plan.probe:
+            row["dtype"] = fastest[Shape(*(row[k] for k in SHAPE_FIELDS))]
     plan = dist_util.gather_objects(plan, dist)[0]  # every rank trains rank 0's plan
     plan.pinned = sorted(pinned)
     plan.lr_schedule = config.lr_schedule if "lr_schedule" in pinned else plan.lr_schedule
@@ -73,11 +84,22 @@ def plan_run(
         config
 
 
+def probe_dtypes(dtype: str, pinned: bool, device: str) -> list[str]:
+    """The autocast dtypes the probe times each shape in: the run's own, or on a CPU that
+    multiplies bfloat16 natively (AVX512-BF16, AMX) both float32 and bfloat16, as it is
+    not always faster there (a small model's steps are mostly not matmuls: docs/time-budget.md,
+    "bf16 on a CPU")."""
+    if pinned or not (device == "cpu" and runtime.native_bf16(device)):
+        return [dtype]
+    return ["float32", "bfloat16"]
+
+
 def probe_steps_per_second(
     model_settings: dict[str, Any],
     config: Any,
     shape: Shape,
     device: str,
+    dtype: str | None = None,
     min_seconds: float = 0.4,
     min_steps: int = 3,
 ) -> float:
@@ -88,7 +110,10 @@ def probe_steps_per_second(
     Args:
         model_settings: ModelConfig fields (the shape's fields replace the size ones).
         config: the run's TrainConfig (optimizer, batch size replaced by the shape's).
+        dtype: the autocast dtype (TrainConfig.dtype's names); None: the run's.
     """
+    autocast = runtime.autocast_factory(
+        device, runtime.resolve_dtype(dtype or config.dtype, device))
     settings = {**model_settings, **{k: getattr(shape, k) for k in SHAPE_FIELDS[:4]}}
     model_config = ModelConfig.from_dict(settings)
     probe_config = dataclasses.replace(config, batch_size=shape.batch_size, time=None)
@@ -100,7 +125,8 @@ def probe_steps_per_second(
                           device=device)  # (B, T)
 
         def step() -> None:
-            _, loss = model(x, x)
+            with autocast():
+                _, loss = model(x, x)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

@@ -98,8 +98,6 @@ class Trainer:
         self.dist, self.device = dist_util.setup(runtime.resolve_device(config.device))
         self.micro_steps = dist_util.micro_steps_per_rank(
             config.gradient_accumulation_steps, self.dist)
-        self.ptdtype = runtime.resolve_dtype(config.dtype, self.device)
-        self.autocast = runtime.autocast_factory(self.device, self.ptdtype)
         runtime.enable_tf32(self.device)
         if not resume and self.dist.is_main:
             self._check_new_run_dir()
@@ -114,6 +112,8 @@ class Trainer:
         elif config.time:
             log.info("resuming: --time %s planned this run at its start; training on to "
                      "step %d", config.time, config.max_iters)
+        self.ptdtype = runtime.resolve_dtype(self.config.dtype, self.device)  # the plan's
+        self.autocast = runtime.autocast_factory(self.device, self.ptdtype)
         self._setup_model(model_settings)
         self.step = 0
         self.best_val_loss: float | None = None
