@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from train_runs import timed_train  # noqa: E402
 
-from gptlab.train.budget import LADDER, RULE, SHAPE_FIELDS, LossRule  # noqa: E402
+from gptlab.train.budget import LADDER, SHAPE_FIELDS, LossRule  # noqa: E402
 
 DEFAULT_RESULTS = REPO_ROOT / "docs" / "time-sweep.jsonl"  # the rule's data, kept
 DEFAULT_TARGETS = REPO_ROOT / "docs" / "time-targets.jsonl"
@@ -55,28 +55,35 @@ def run_point(budget: str, shape_index: int, seed: int, data: str, work: Path) -
 
 
 def fit(rows: list[dict]) -> tuple[LossRule, float]:
-    """Least squares for E, A, B, C at each (alpha, beta, gamma) on a grid, keeping fits
-    whose coefficients are all >= 0; returns the best and its RMS error."""
+    """Least squares for E, A, B, C at each (alpha, beta, gamma, r_star) on a grid, keeping
+    fits whose coefficients are all >= 0; returns the best and its RMS error."""
     import numpy as np
 
     y = np.array([r["val_loss"] for r in rows])
     n = np.array([r["params"] for r in rows], dtype=float)
-    d = np.array([RULE.effective_tokens(r["tokens"], r["unique_tokens"]) for r in rows])
     s = np.array([r["steps"] for r in rows], dtype=float)
     best = None
     grid = np.arange(0.05, 1.51, 0.05)
-    for alpha, beta, gamma in itertools.product(grid, repeat=3):
-        X = np.stack([np.ones_like(y), n**-alpha, d**-beta, s**-gamma], axis=1)
-        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-        if (coef < 0).any():
-            continue
-        rms = float(np.sqrt(np.mean((X @ coef - y) ** 2)))
-        if best is None or rms < best[1]:
-            best = (LossRule(*(round(float(c), 6) for c in (coef[0], coef[1], alpha, coef[2],
-                                                            beta, coef[3], gamma)),
-                             RULE.r_star), rms)
+    for r_star in R_STARS:
+        rule = LossRule(0, 0, 0, 0, 0, 0, 0, r_star)
+        d = np.array([rule.effective_tokens(r["tokens"], r["unique_tokens"]) for r in rows])
+        for alpha, beta, gamma in itertools.product(grid, repeat=3):
+            X = np.stack([np.ones_like(y), n**-alpha, d**-beta, s**-gamma], axis=1)
+            coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+            if (coef < 0).any():
+                continue
+            rms = float(np.sqrt(np.mean((X @ coef - y) ** 2)))
+            if best is None or rms < best[1]:
+                best = (LossRule(*(round(float(c), 6) for c in (coef[0], coef[1], alpha, coef[2],
+                                                                beta, coef[3], gamma)),
+                                 r_star), rms)
     assert best is not None, "no fit with non-negative coefficients"
     return best
+
+
+# repetitions at which a repeated token is worth 1/e of a new one: Muennighoff et al. fit
+# ~15 for large models on large corpora; a 1M-token corpus is memorised sooner
+R_STARS = (1.0, 2.0, 3.0, 5.0, 8.0, 15.0)
 
 
 def main() -> None:

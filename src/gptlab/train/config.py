@@ -193,12 +193,12 @@ _NANOGPT_MODEL = dict(block_size=64, n_head=4, n_embd=128, dropout=0.0,
                       activation="gelu_exact", bias=False, qkv_bias=False, tie_weights=True,
                       pos_encoding="learned")
 
-# --time's seed-1337 plans of docs/time-budget.md (2 AVX-512 cores), frozen: minutes,
-# layers, channels, steps, warmup, steps between evaluations, the val loss it got.
+# --time's seed-1337 plans of docs/time-budget.md (2 AVX-512/AMX cores, bf16), frozen:
+# minutes, (layers, channels, block, batch), steps, warmup, steps between evaluations, val.
 _TIME_PRESETS = (
-    (1, 3, 128, 1847, 93, 1847, "1.6125 in 57.5 s"),
-    (5, 3, 128, 9422, 100, 942, "1.5105 in 282.6 s"),
-    (10, 3, 128, 16769, 100, 1676, "1.5128 in 579.2 s"),
+    (1, (3, 128, 64, 16), 1847, 93, 1847, "1.6125 in 57.5 s"),
+    (5, (3, 128, 64, 16), 9422, 100, 942, "1.5105 in 282.6 s"),
+    (10, (3, 128, 64, 16), 16769, 100, 1676, "1.5128 in 579.2 s"),
 )
 
 
@@ -246,16 +246,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         f"cpu-{minutes}m",
         f"gptlab train --time {minutes}m on 2 CPU cores (docs/time-budget.md)",
         f"what --time {minutes}m planned for char Tiny Shakespeare on a 2-core CPU: "
-        f"{layers} layers x {embd} channels, block 64, batch 16, Muon + AdamW lr 1.2e-2 "
-        f"(warmup {warmup}) cosine to 1.2e-3 over {steps} steps, "
+        f"{layers} layers x {embd} channels, block {block}, batch {batch}, Muon + AdamW lr "
+        f"1.2e-2 (warmup {warmup}) cosine to 1.2e-3 over {steps} steps, "
         + ("one evaluation at the end" if interval >= steps else
            f"an evaluation every {interval} steps with early stopping (2)") + f": val {val}",
-        dict(_NANOGPT_MODEL, n_layer=layers, n_embd=embd, n_head=embd // 32),
-        dict(batch_size=16, max_iters=steps, optimizer="muon", learning_rate=1.2e-2,
+        dict(_NANOGPT_MODEL, n_layer=layers, n_embd=embd, n_head=embd // 32, block_size=block),
+        dict(batch_size=batch, max_iters=steps, optimizer="muon", learning_rate=1.2e-2,
              decay_lr=True, warmup_iters=warmup, lr_decay_iters=steps, min_lr=1.2e-3,
              weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=interval,
              eval_iters=20, early_stop=0 if interval >= steps else 2),
-    ) for minutes, layers, embd, steps, warmup, interval, val in _TIME_PRESETS),
+    ) for minutes, (layers, embd, block, batch), steps, warmup, interval, val in _TIME_PRESETS),
     Preset(
         "finetune",
         "nanoGPT's config/finetune_shakespeare.py, adapted",
