@@ -8,7 +8,8 @@ it, random tokens): milliseconds per optimizer step, median of --steps after war
 - bfloat16 autocast as gptlab runs it: attention for training in float32
   (`gptlab.model.attention.scaled_dot_product_attention`).
 
-On a CPU with AMX, bf16 matmuls run ~6x float32's; on one without AVX512-BF16 or AMX they
+First the GFLOP/s of one Linear-sized product in each dtype. On a CPU with AMX, bf16
+matmuls run ~6x float32's; on one without AVX512-BF16 or AMX they
 are emulated and bf16 is far slower (there `--time` probes float32 only).
 
     python benchmarks/bench_train_dtype.py [--shapes 0,1,2,3,4] [--steps 20]
@@ -58,6 +59,17 @@ def step_ms(shape, model_settings: dict, train, mode: str, steps: int) -> float:
     return statistics.median(times[3:]) * 1e3
 
 
+def matmul_gflops(dtype: torch.dtype, m: int = 1024, k: int = 192, n: int = 768) -> float:
+    """One Linear's product at a ladder shape's size (tokens x channels x 4 channels)."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    for _ in range(5):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(100):
+        a @ b
+    return 2 * m * k * n * 100 / (time.perf_counter() - t0) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="0,1,2,3,4", help="ladder indices")
@@ -66,7 +78,10 @@ def main() -> None:
     _, model_settings, train = resolve_config("speedrun", None, {})
     modes = ("float32", "bf16-attention", "bfloat16")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16 "
-          f"matmuls: {native_bf16('cpu')}; ms per training step (median of {args.steps})\n")
+          f"matmuls: {native_bf16('cpu')}; a 1024x192 @ 192x768 product: "
+          f"{matmul_gflops(torch.float32):.0f} GFLOP/s in float32, "
+          f"{matmul_gflops(torch.bfloat16):.0f} in bfloat16\n")
+    print(f"ms per training step, median of {args.steps}:\n")
     print("| shape (layers x channels, block x batch) | float32 | bf16, attention in bf16 "
           "| bf16, attention in float32 (gptlab) | float32 / gptlab bf16 |")
     print("|---|---:|---:|---:|---:|")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gptlab import runtime
 from gptlab.cli import main
 from gptlab.errors import ConfigError
-from gptlab.train import TrainConfig, Trainer, budget
+from gptlab.train import TrainConfig, Trainer, budget, timed
 from gptlab.train.budget import RULE, LossRule, Shape, make_plan, parse_duration
 from gptlab.train.config import pinned_settings, resolve_config
 from gptlab.train.timed import BudgetClock, probe_dtypes
@@ -287,7 +287,7 @@ def test_replan_fits_max_iters_to_the_measured_pace(monkeypatch):
         now[0] += 0.2
     pace = (now[0] - 100.0) / 10  # wall seconds per step since the first one ended
     assert clock.steps_left(1) == int((200.0 - now[0] - 2 * 30 * 0.2 / 3 - 0.5) / pace
-                                      * budget.STEP_MARGIN)
+                                      * timed.REPLAN_MARGIN)
     plan = Plan(budget_s=100, train_s=90, shape=TINY_LADDER[0], max_iters=900,
                 learning_rate=0.01, warmup_iters=10, min_lr=0.001, dropout=0.0,
                 eval_interval=900, tokens=900 * 64, epochs=1.0, predicted_val_loss=None,
@@ -343,3 +343,13 @@ def test_a_budgeted_run_resumes_without_planning_again(data_dir, tmp_path, monke
     assert again["time_budget"] == first["time_budget"]
     last = (run / "metrics.jsonl").read_text().splitlines()[-1]
     assert json.loads(last)["step"] == more
+
+
+def test_a_dtype_the_device_lacks_fails_before_the_data_is_read(tmp_path, capsys):
+    """--dtype is checked first (the plan may change it later): no waiting for data."""
+    missing = tmp_path / "no-such-data"
+    assert main(["train", "--data", str(missing), "--out", str(tmp_path / "run"),
+                 "--device", "cpu", "--dtype", "float16", "--time", "30s"]) == 1
+    err = capsys.readouterr().err
+    assert "--dtype float16 needs CUDA" in err and "no-such-data" not in err
+    assert not (tmp_path / "run").exists()

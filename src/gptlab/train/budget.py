@@ -15,10 +15,10 @@ Large Language Models", approach 3, with a term for the number of optimizer step
 N is the model's parameter count without embeddings, D the training tokens, S the
 optimizer steps, and D_eff the tokens discounted for repeated epochs of a small corpus
 (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models": repeated tokens are
-worth less and less, with R* the repetitions at which they are worth 1/e of new ones). At
-the budgets of a 2-core CPU (a few million tokens, a few thousand steps) the sweep finds
-the N term all but gone: loss is bought with tokens and steps, which the smallest shapes
-give most of, so they win; a faster machine moves along the ladder as its probe finds.
+worth less and less, with R* the repetitions at which they are worth 1/e of new ones). On
+a 2-core CPU the smallest shape wins a one-minute budget (it takes the most steps), and
+from about five minutes shapes of 2-3M parameters do (the corpus is seen a few times
+and repeats are worth little); a faster machine moves up the ladder as its probe finds.
 """
 
 from __future__ import annotations

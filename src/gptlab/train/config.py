@@ -196,9 +196,9 @@ _NANOGPT_MODEL = dict(block_size=64, n_head=4, n_embd=128, dropout=0.0,
 # --time's seed-1337 plans of docs/time-budget.md (2 AVX-512/AMX cores, bf16), frozen:
 # minutes, (layers, channels, block, batch), steps, warmup, steps between evaluations, val.
 _TIME_PRESETS = (
-    (1, (3, 128, 64, 16), 1847, 93, 1847, "1.6125 in 57.5 s"),
-    (5, (3, 128, 64, 16), 9422, 100, 942, "1.5105 in 282.6 s"),
-    (10, (3, 128, 64, 16), 16769, 100, 1676, "1.5128 in 579.2 s"),
+    (1, (3, 128, 64, 16), 2166, 100, 2166, "1.5991 in 58.3 s with --dtype bfloat16"),
+    (5, (4, 192, 128, 8), 5180, 100, 5180, "1.4721 in 298.8 s with --dtype bfloat16"),
+    (10, (4, 192, 128, 8), 10259, 100, 1025, "1.4755 in 597.8 s with --dtype bfloat16"),
 )
 
 

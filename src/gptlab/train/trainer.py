@@ -98,6 +98,7 @@ class Trainer:
         self.dist, self.device = dist_util.setup(runtime.resolve_device(config.device))
         self.micro_steps = dist_util.micro_steps_per_rank(
             config.gradient_accumulation_steps, self.dist)
+        runtime.resolve_dtype(config.dtype, self.device)  # a wrong --dtype fails before the data
         runtime.enable_tf32(self.device)
         if not resume and self.dist.is_main:
             self._check_new_run_dir()
@@ -253,8 +254,7 @@ class Trainer:
         log.info("resumed %s at step %d", self.run_dir, self.step)
 
     def save(self, is_best: bool = False) -> None:
-        """Write a resumable checkpoint for the current step (rank 0 writes)."""
-        # every rank takes part in the gather; rank 0 writes
+        """Write a resumable checkpoint for the current step (all ranks gather, 0 writes)."""
         samplers = dist_util.gather_objects(self.train_batches.state_dict(), self.dist)
         if self.dist.is_main:
             state = {"step": self.step, "best_val_loss": self.best_val_loss,
