@@ -16,6 +16,8 @@ from pathlib import Path
 
 from train_runs import REPO_ROOT, timed_train
 
+from gptlab.train.budget import SHAPE_FIELDS, Shape
+
 
 def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
     run = work / f"run-{budget}-{seed}"
@@ -34,10 +36,9 @@ def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
             "best_eval": round(min(evals), 4), "last_eval": round(evals[-1], 4),
             "val_loss": result.val_loss,
             # what benchmarks/sweep_time.py --fit reads (as its own rows)
-            **{k: shape[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")},
-            "params": 12 * shape["n_layer"] * shape["n_embd"] ** 2,
+            **{k: shape[k] for k in SHAPE_FIELDS}, "params": Shape(**shape).params(),
             "steps": records[-1]["step"],
-            "tokens": records[-1]["step"] * shape["block_size"] * shape["batch_size"],
+            "tokens": records[-1]["step"] * Shape(**shape).tokens_per_step,
             "unique_tokens": config["data"]["train_tokens"], "dtype": config["train"]["dtype"]}
 
 

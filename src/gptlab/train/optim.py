@@ -128,9 +128,7 @@ def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], ste
 def newton_schulz_dtype(device_type: str) -> torch.dtype:
     """bfloat16 (what torch's Muon uses) where matmuls in it run natively (CUDA; CPUs with
     AVX512-BF16 or AMX: `runtime.native_bf16`), float32 elsewhere."""
-    if device_type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if native_bf16(device_type) else torch.float32
+    return torch.bfloat16 if device_type == "cuda" or native_bf16(device_type) else torch.float32
 
 
 class BatchedMuon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Optimizer):
