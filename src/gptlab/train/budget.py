@@ -15,7 +15,8 @@ Large Language Models", approach 3, with a term for the number of optimizer step
 N is the model's parameter count without embeddings, D the training tokens, S the
 optimizer steps, and D_eff the tokens discounted for repeated epochs of a small corpus
 (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models": repeated tokens are
-worth less and less, with R* the repetitions at which they are worth 1/e of new ones). On
+worth less and less, with R* the repetitions at which they are worth 1/e of new ones; here
+R* grows with N, as the sweep found a larger model gaining more from repeats). On
 a 2-core CPU the smallest shape wins a one-minute budget (it takes the most steps), and
 from about five minutes shapes of 2-3M parameters do (the corpus is seen a few times
 and repeats are worth little); a faster machine moves up the ladder as its probe finds.
@@ -128,25 +129,30 @@ class LossRule:
     beta: float
     C: float
     gamma: float
-    r_star: float  # repetitions at which repeated data is worth 1/e of fresh data
+    r_star: float  # repetitions at which a 1M-parameter model's repeats are worth 1/e of new
+    rho: float = 0.0  # R* grows as (N / 1M)**rho: a larger model gets more from a repeat
 
-    def effective_tokens(self, tokens: float, unique: float) -> float:
+    def repetitions(self, params: float) -> float:
+        """R* for a model of `params` parameters."""
+        return self.r_star * (params / 1e6) ** self.rho
+
+    def effective_tokens(self, tokens: float, unique: float, params: float = 1e6) -> float:
         """D_eff: tokens past the first epoch count less and less (Muennighoff et al.)."""
         if unique <= 0 or tokens <= unique:
             return tokens
-        repeats = tokens / unique - 1
-        return unique + unique * self.r_star * (1 - math.exp(-repeats / self.r_star))
+        repeats, r_star = tokens / unique - 1, self.repetitions(params)
+        return unique + unique * r_star * (1 - math.exp(-repeats / r_star))
 
     def predict(self, params: float, tokens: float, unique: float, steps: float) -> float:
-        d_eff = max(self.effective_tokens(tokens, unique), 1.0)
+        d_eff = max(self.effective_tokens(tokens, unique, params), 1.0)
         return (self.E + self.A / params**self.alpha + self.B / d_eff**self.beta
                 + self.C / max(steps, 1.0)**self.gamma)
 
 
 # Fitted to the sweep and target runs of docs/time-budget.md (char Tiny Shakespeare, 2 CPU
-# cores, 25 runs, RMS error 0.019): `python benchmarks/sweep_time.py --fit`.
-RULE = LossRule(E=0.132653, A=4.226388, alpha=0.25, B=4.933523, beta=0.1, C=4.348416,
-                gamma=0.45, r_star=1.0)
+# cores, 34 runs, RMS error 0.016): `python benchmarks/sweep_time.py --fit`.
+RULE = LossRule(E=0.402097, A=5.193333, alpha=0.5, B=4.35779, beta=0.1, C=4.339566,
+                gamma=0.45, r_star=1.0, rho=1.0)
 
 
 @dataclass
