@@ -13,6 +13,8 @@ from gptlab.decoding import DecodingEngine
 from gptlab.errors import GptlabError
 from gptlab.generate import SamplingConfig, generate
 from gptlab.model import GPT, ModelConfig
+from gptlab.model.cache import padded_attention
+from gptlab.row_invariant import ALIGNS, attention_align
 
 V, BLOCK = 23, 16
 STOP = 5
@@ -105,6 +107,37 @@ def test_requests_together_equal_each_alone(pos_encoding, attention, monkeypatch
     assert {reason for _, reason in expected.values()} == {"stop", "length"}
 
 
+def test_without_an_align_each_request_attends_alone_and_still_matches(monkeypatch):
+    """Where padded attention is not row-invariant (no align measured), a decode step
+    runs one attention call per request over exactly its entries: the same texts."""
+    monkeypatch.setattr(decoding, "attention_align", lambda *args: None)
+    model = tiny_model("rope", "fused")
+    expected = {i: alone(model, i) for i in range(len(REQUESTS))}
+    got = staggered(model, [3, 1, 8, 0, 11, 5, 2, 9, 4, 6, 10, 7], num_slots=4)
+    for i, (ids, reason) in expected.items():
+        assert got[i][1] == reason and torch.equal(got[i][0], ids), f"request {i}"
+
+
+def test_padded_attention_gives_each_row_its_bits_alone_at_the_measured_align():
+    """The lecture model's heads (6 of 64): rows of random lengths in one call, keys padded
+    to the longest, equal bitwise each row alone over its length rounded up to the align."""
+    cpu = torch.device("cpu")
+    align = attention_align(6, 64, 272, cpu, torch.float32)
+    assert align in ALIGNS
+    gen = torch.Generator().manual_seed(7)
+    lengths = torch.randint(1, 257, (12,), generator=gen).tolist()
+    q, k, v = (torch.randn(12, 6, t, 64, generator=gen) for t in (1, 256, 256))
+    together = padded_attention(q, k, v, lengths, 256, 0.125)
+    for row, n in enumerate(lengths):
+        own = -(-n // align) * align
+        one = padded_attention(q[row : row + 1], k[row : row + 1], v[row : row + 1], [n], own,
+                               0.125)
+        assert torch.equal(one[0], together[row]), n
+        exact = torch.nn.functional.scaled_dot_product_attention(
+            q[row : row + 1], k[row : row + 1, :, :n], v[row : row + 1, :, :n], scale=0.125)
+        assert torch.allclose(one, exact, atol=1e-6)  # the same attention, rounded otherwise
+
+
 def test_one_row_of_a_full_batch_equals_it_alone_at_every_step():
     model = tiny_model("rope", "fused")
     config = SamplingConfig(temperature=1.0, seed=11)
@@ -128,8 +161,12 @@ def test_cache_is_allocated_once_and_its_size_reported():
     model = tiny_model("learned", "fused")
     engine = DecodingEngine(model, 6)
     assert engine.num_slots == 6
-    # keys and values × layers × slots × heads × (block + scratch entry) × head size × fp32
-    assert engine.cache_bytes() == 2 * 2 * engine.num_slots * 2 * (BLOCK + 1) * 8 * 4
+    # block + scratch entry, rounded up to whole multiples of the attention's align
+    entries = engine.cache.capacity
+    align = engine.cache.align or 1
+    assert entries % align == 0 and BLOCK + 1 <= entries < BLOCK + 1 + align
+    # keys and values × layers × slots × heads × entries × head size × fp32
+    assert engine.cache_bytes() == 2 * 2 * engine.num_slots * 2 * entries * 8 * 4
     buffer = engine.cache.k
     for _ in range(3):
         request = engine.add(prompt_of(0, 4), 20, SamplingConfig(greedy=True))

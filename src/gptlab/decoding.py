@@ -7,20 +7,24 @@ batch (`gptlab serve`) and the KV-cache path of `gptlab.generate` (one request).
 bitwise, for every pos_encoding and both attentions.
 
 Design choices, and why:
-- One `SlotKVCache` of `num_slots` rows × (block_size + 1) entries, allocated once; a
-  request takes a run of B slots when it joins and gives them back (zeroed) when it
-  leaves. One-row requests are moved down into the holes others leave, so the rows in
-  use stay at the front and a step runs few idle ones. Entry block_size is scratch: rows
-  that are not decoding this step write there, unseen.
+- One `SlotKVCache` of `num_slots` rows × (block_size + 1, rounded up to a multiple of
+  the attention's `align`) entries, allocated once; a request takes a run of B slots
+  when it joins and gives them back (zeroed) when it leaves. One-row requests are moved
+  down into the holes others leave, so the rows in use stay at the front and a step runs
+  few idle ones. Entry block_size is scratch: rows that are not decoding this step write
+  there, unseen.
 - Each decode step runs the slots up to the highest in use, (R, 1) tokens at their own
   positions. Matmul kernels pick their method by shape, so a row of F.linear rounds
   differently with the number of rows beside it; with `batch_invariant` the step runs its
   Linears through `row_invariant.RowInvariantLinear` (x @ a transposed copy of the
   weight, whose rows agree bitwise for every row count from 2 up, measured per shape),
   and at least its `min_rows` rows (2 on CPU). LayerNorm and softmax are row-invariant.
-- Attention: one fused SDPA call per request over exactly its valid entries, so its
-  shapes never depend on the batch (SDPA over a padded batch with a mask rounds a row
-  differently with the batch size; so does a shorter or longer masked length).
+- Attention in a decode step: one fused SDPA call for all rows, each row's keys masked
+  past its own length and the keys padded to a multiple of `align` entries: a row then
+  gets the same bits in any batch as alone (its length rounded up to `align`), measured
+  at start-up (`row_invariant.attention_align`: 16 on an AVX-512 CPU; at other padded
+  lengths SDPA rounds a row differently). Where no align works: one call per request
+  over exactly its valid entries.
 - A prompt is prefilled in chunks of `prefill_chunk` tokens, all B rows of a request in
   one pass (one chunk per request per step, so running rows are not stalled), with
   written-out masked attention; the same chunks alone or not.
@@ -44,7 +48,7 @@ from torch import Tensor
 
 from gptlab.errors import GptlabError
 from gptlab.model.gpt import GPT
-from gptlab.row_invariant import RowInvariantLinear
+from gptlab.row_invariant import ALIGNS, RowInvariantLinear, attention_align
 from gptlab.sampling import SamplingConfig, draw_tokens, next_token_probs
 
 PREFILL_CHUNK = 64
@@ -112,8 +116,15 @@ class DecodingEngine:
         # transposed weights; plans measured once per shape (row_invariant.row_plan)
         self.rows_invariant = RowInvariantLinear(model, num_slots) if batch_invariant else None
         self.min_rows = self.rows_invariant.min_rows if self.rows_invariant else 1
-        # one scratch entry past the block (see the module docstring)
-        self.cache = model.new_slot_cache(max(num_slots, self.min_rows), self.window + 1)
+        # one scratch entry past the block (see the module docstring), and room to pad the
+        # keys of a decode step to whole multiples of the attention's align
+        cfg, weight = model.config, model.transformer.wte.weight
+        heads = cfg.n_head if cfg.attention == "fused" else 1  # reference: a call per head
+        align = attention_align(heads, cfg.head_size, _round_up(self.window + 1, ALIGNS[-1]),
+                                weight.device, weight.dtype)
+        self.cache = model.new_slot_cache(max(num_slots, self.min_rows),
+                                          _round_up(self.window + 1, align or 1))
+        self.cache.align = align
         self.num_slots = self.cache.k.shape[1]
         self.device = self.cache.k.device
         self.free: list[int] = list(range(self.num_slots))
@@ -237,9 +248,9 @@ class DecodingEngine:
         return logits[:, -1, :]
 
     def _mask(self, positions: Tensor) -> Tensor:
-        """(B, T) positions → (B, 1, T, block_size + 1): a query at position p sees the
+        """(B, T) positions → (B, 1, T, capacity): a query at position p sees the
         entries of positions ≤ p (all block_size of them once a rolling cache wrapped)."""
-        entry = torch.arange(self.window + 1, device=self.device)  # (entries,)
+        entry = torch.arange(self.cache.capacity, device=self.device)  # (entries,)
         seen = (entry <= positions[..., None]) & (entry < self.window)  # (B, T, entries)
         return seen[:, None]
 
@@ -335,3 +346,7 @@ class DecodingEngine:
             if all(slot in free for slot in range(start, start + rows)):
                 return start
         return None
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gptlab.model.cache import padded_attention
+
 PADS = (1, 2, 4, 8, 16, 32, 64)  # candidate smallest row counts, smallest first
 MIN_CHUNK = 16  # a plan must let at least this many rows share one product
 PROBE_ROWS = 64  # row counts checked, up to this (or the batch, if larger)
@@ -173,3 +175,54 @@ class RowInvariantForward:
 def _product(rows: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
     """(R, in) @ (in, out) (+ bias): the product `row_plan` measures."""
     return rows @ weight_t if bias is None else torch.addmm(bias, rows, weight_t)
+
+
+ALIGNS = (8, 16, 32, 64)  # candidate key-length multiples for attention, smallest first
+_aligns: dict[tuple, int | None] = {}  # attention_align's answers (see its key)
+
+
+def attention_align(n_head: int, head_size: int, capacity: int, device: torch.device,
+                    dtype: torch.dtype) -> int | None:
+    """The smallest key-length multiple `align` (of ALIGNS) at which fused attention is
+    row-invariant for decoding: one query per row, keys padded to a multiple of `align`
+    and masked past each row's own length, every row gets the same bits in any batch and
+    at any padded length up to `capacity` as alone over its length rounded up to `align`.
+    None when no candidate does (then each request needs its own call over exactly its
+    entries). Measured on random data once per shape, device, dtype and thread count.
+
+    Why a multiple: torch's CPU flash kernel sums a row's keys in vector-wide pieces, so
+    masked keys past a row's length add exact zeros only when they do not change where
+    its last piece ends (docs/benchmarks.md: 16 on an AVX-512 CPU)."""
+    key = (n_head, head_size, capacity, device, dtype, torch.get_num_threads())
+    if key not in _aligns:
+        _aligns[key] = next((align for align in ALIGNS if _aligned_attention_agrees(
+            n_head, head_size, capacity, device, dtype, align)), None)
+        if _aligns[key] is None:
+            logger.info("padded attention is not row-invariant on %s for %d heads of %d: "
+                        "one attention call per request", device, n_head, head_size)
+    return _aligns[key]
+
+
+def _aligned_attention_agrees(n_head: int, head_size: int, capacity: int,
+                              device: torch.device, dtype: torch.dtype, align: int) -> bool:
+    """Rows of edge and random lengths, all at once padded to the longest length that
+    fits, against each alone padded to its own multiple of `align`: all equal?"""
+    gen = torch.Generator().manual_seed(align)
+    top = capacity - capacity % align  # the longest padded length that fits
+    if top < align:
+        return False
+    edges = [n for n in (1, align - 1, align, align + 1, top // 2 + 1, top) if 1 <= n <= top]
+    rounds = [edges, *(torch.randint(1, top + 1, (8,), generator=gen).tolist() for _ in "ab")]
+    scale = head_size**-0.5
+    for lengths in rounds:
+        rows = len(lengths)
+        q, k, v = (torch.randn(rows, n_head, t, head_size, generator=gen).to(device, dtype)
+                   for t in (1, top, top))
+        with torch.no_grad():
+            together = padded_attention(q, k, v, lengths, top, scale)
+            for row, n in enumerate(lengths):
+                alone = padded_attention(q[row : row + 1], k[row : row + 1], v[row : row + 1],
+                                         [n], -(-n // align) * align, scale)
+                if not torch.equal(alone[0], together[row]):
+                    return False
+    return True

@@ -23,6 +23,16 @@ from torch import Tensor
 from gptlab.errors import GptlabError
 
 
+def padded_attention(q: Tensor, k: Tensor, v: Tensor, lengths: list[int] | Tensor,
+                     padded: int, scale: float) -> Tensor:
+    """One query per row over its first `lengths[row]` keys, all rows in one fused call
+    over the first `padded` entries: q (R, nh, 1, hs), k and v (R, nh, ≥ padded, hs)."""
+    lengths = torch.as_tensor(lengths, device=q.device)
+    mask = torch.arange(padded, device=q.device) < lengths[:, None]  # (R, padded)
+    return F.scaled_dot_product_attention(
+        q, k[:, :, :padded], v[:, :, :padded], attn_mask=mask[:, None, None, :], scale=scale)
+
+
 class KVCache:
     """Keys and values of all layers for a batch, in preallocated buffers.
 
@@ -131,6 +141,11 @@ class SlotKVCache:
         self.mask = torch.ones(num_slots, 1, 1, capacity, dtype=torch.bool, device=device)
         self.row_index = torch.arange(num_slots, device=device)[:, None]
         self.cos_sin: tuple[Tensor, Tensor] | None = None  # rope: set by the model
+        # one query per row: attend in one fused call over keys padded to a multiple of
+        # `align` (row_invariant.attention_align), or None: one call per request
+        self.align: int | None = None
+        self.padded: int | None = None  # this step's padded key length
+        self.lengths = self.positions[:, 0]  # this step's valid entries per row
 
     @property
     def nbytes(self) -> int:
@@ -147,12 +162,19 @@ class SlotKVCache:
             mask: what each query attends to: a (B, 1, T, capacity) bool tensor, True
                 where a query may see an entry; or, for one new token per row (T == 1),
                 sorted (first row, end row, n) groups whose rows see their first n
-                entries (rows in no group are idle and get zeros).
+                entries (rows in no group are idle: they see entry 0, and are ignored).
         """
         self.rows, self.positions, self.entries, self.mask = rows, positions, entries, mask
         B, T = entries.shape
         self.row_index = torch.arange(B, device=entries.device)[:, None].expand(B, T)  # (B, T)
         self.cos_sin = None
+        self.padded = None
+        if isinstance(mask, list) and self.align is not None:
+            lengths = [1] * B  # idle rows see entry 0: no row is wholly masked
+            for first, end, n in mask:
+                lengths[first:end] = [n] * (end - first)
+            self.padded = -(-max(lengths) // self.align) * self.align
+            self.lengths = torch.tensor(lengths, device=entries.device)
 
     def move(self, src: int, dst: int) -> None:
         """Copy slot `src`'s keys and values to slot `dst` and clear `src`."""
@@ -185,24 +207,34 @@ class SlotKVCache:
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         """softmax(q·kᵀ·scale, masked) · v: q (B, [nh,] T, hs), k and v (B, [nh,] cap, hs)
         → (B, [nh,] T, hs). With a mask, written out over every entry (torch's CPU SDPA
-        rounds a row differently with the batch size; these matmuls do not); with groups,
-        one SDPA call per group (a request's rows) over exactly its valid entries: the
-        same shapes whatever else is in the batch, and no work on empty entries."""
+        rounds a row differently with the batch size; these matmuls do not). With groups
+        (one query per row): one fused call for all rows over keys padded to a multiple
+        of `align`, which gives each row the bits it gets alone
+        (`row_invariant.attention_align`); without an align, one SDPA call per group (a
+        request's rows) over exactly its valid entries."""
         if isinstance(self.mask, list):
             if q.dim() == 3:  # one head's (B, T, hs): as (B, 1, T, hs)
                 return self.attend(q[:, None], k[:, None], v[:, None], scale)[:, 0]
-            pieces, done = [], 0
-            for first, end, n in self.mask:
-                if first > done:  # idle rows: zeros
-                    pieces.append(q.new_zeros(first - done, *q.shape[1:]))
-                r = slice(first, end)  # 4-d (rows, nh, 1, hs): torch's fused CPU kernel
-                pieces.append(F.scaled_dot_product_attention(q[r], k[r, :, :n], v[r, :, :n],
-                                                             scale=scale))
-                done = end
-            if done < q.shape[0]:
-                pieces.append(q.new_zeros(q.shape[0] - done, *q.shape[1:]))
-            return torch.cat(pieces)
+            if self.padded is not None:
+                return padded_attention(q, k, v, self.lengths, self.padded, scale)
+            return self._attend_each(q, k, v, scale)
         mask = self.mask if q.dim() == 4 else self.mask[:, 0]  # (B, [1,] T, cap)
         att = (q @ k.transpose(-2, -1)) * scale  # (B, [nh,] T, hs) @ (.., hs, cap) -> (.., T, cap)
         att = att.masked_fill(~mask, float("-inf"))
         return F.softmax(att, dim=-1) @ v  # (.., T, cap) @ (.., cap, hs) -> (.., T, hs)
+
+    def _attend_each(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        """One SDPA call per group over exactly its valid entries: the same shapes whatever
+        else is in the batch (idle rows get zeros)."""
+        assert isinstance(self.mask, list)
+        pieces, done = [], 0
+        for first, end, n in self.mask:
+            if first > done:  # idle rows: zeros
+                pieces.append(q.new_zeros(first - done, *q.shape[1:]))
+            r = slice(first, end)  # 4-d (rows, nh, 1, hs): torch's fused CPU kernel
+            pieces.append(F.scaled_dot_product_attention(q[r], k[r, :, :n], v[r, :, :n],
+                                                         scale=scale))
+            done = end
+        if done < q.shape[0]:
+            pieces.append(q.new_zeros(q.shape[0] - done, *q.shape[1:]))
+        return torch.cat(pieces)
