@@ -336,15 +336,50 @@ def test_replan_fits_max_iters_to_the_measured_pace(monkeypatch):
     assert predicted.epochs == pytest.approx(total / 900)
 
 
-def test_replans_are_due_at_warmup_end_and_at_the_wsd_cooldown():
+def test_a_run_ahead_of_its_plan_goes_on_at_min_lr(monkeypatch):
+    """At the planned last step with time left, the run is extended at min_lr: the decay
+    keeps its end, so the steps so far are what the repeat flags give; with little time
+    left (under MIN_EXTENSION of the steps) nothing changes."""
+    from gptlab.train.budget import Plan
+    from gptlab.train.distributed import DistInfo
+    from gptlab.train.optim import get_lr
+    from gptlab.train.timed import replan
+
+    now = [100.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    clock = BudgetClock(deadline=200.0, eval_iters=30, step_s=0.1)
+    for _ in range(101):
+        clock.stepped(0.1)
+        now[0] += 0.1  # 10 s for 100 steps: 90 s left at the planned end
+    plan = Plan(budget_s=100, train_s=90, shape=TINY_LADDER[0], max_iters=100,
+                learning_rate=0.01, warmup_iters=10, min_lr=0.001, dropout=0.0,
+                eval_interval=100, tokens=100 * 64, epochs=1.0, predicted_val_loss=None,
+                probe=[], probe_s=1.0)
+    config = TrainConfig(max_iters=100, lr_decay_iters=100, eval_interval=100, warmup_iters=10,
+                         learning_rate=0.01, min_lr=0.001)
+    new_plan, new_config = replan(plan, config, clock, 100, DistInfo())
+    total = 100 + clock.steps_left(1)
+    assert total > 800  # ~90 s at 0.1 s a step
+    assert new_config.max_iters == new_plan.max_iters == new_config.eval_interval == total
+    assert new_config.lr_decay_iters == new_plan.decay_end == 100
+    assert [get_lr(i, new_config) for i in range(100)] == [get_lr(i, config) for i in range(100)]
+    assert {get_lr(i, new_config) for i in range(100, total)} == {0.001}
+    assert "--lr-decay-iters 100" in new_plan.flags() and f"--max-iters {total}" in new_plan.flags()
+    assert new_plan.tokens == total * 64 and new_plan.epochs == pytest.approx(total / 100)
+    # on time: nothing to add
+    now[0] = 200.0 - 1.5
+    assert replan(plan, config, clock, 100, DistInfo()) == (plan, config)
+
+
+def test_replans_are_due_at_warmup_end_the_wsd_cooldown_and_the_planned_end():
     from gptlab.train.timed import replan_due
 
     wsd = TrainConfig(max_iters=110, warmup_iters=10, lr_schedule="wsd")
-    assert [s for s in range(200) if replan_due(s, wsd)] == [10, 90]
+    assert [s for s in range(200) if replan_due(s, wsd)] == [10, 90, 110]
     cosine = TrainConfig(max_iters=110, warmup_iters=10)
-    assert [s for s in range(200) if replan_due(s, cosine)] == [10]
+    assert [s for s in range(200) if replan_due(s, cosine)] == [10, 110]
     short = TrainConfig(max_iters=110, warmup_iters=2, lr_schedule="wsd")  # too short to time
-    assert [s for s in range(200) if replan_due(s, short)] == [88]
+    assert [s for s in range(200) if replan_due(s, short)] == [88, 110]
 
 
 def test_a_budgeted_run_resumes_without_planning_again(data_dir, tmp_path, monkeypatch):

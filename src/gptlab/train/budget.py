@@ -180,6 +180,7 @@ class Plan:
     lr_schedule: str = "cosine"
     lr_decay_start: int | None = None  # wsd: set by the replan at the cooldown's start
     dtype: str | None = None  # the autocast dtype, where the probe timed more than one
+    decay_end: int | None = None  # where the decay ended, when the run went on at min_lr
 
     def model_settings(self) -> dict[str, Any]:
         return {"n_layer": self.shape.n_layer, "n_head": self.shape.n_head,
@@ -188,7 +189,8 @@ class Plan:
 
     def train_settings(self) -> dict[str, Any]:
         settings = {"batch_size": self.shape.batch_size, "max_iters": self.max_iters,
-                    "lr_decay_iters": self.max_iters, "learning_rate": self.learning_rate,
+                    "lr_decay_iters": self.decay_end or self.max_iters,
+                    "learning_rate": self.learning_rate,
                     "lr_schedule": self.lr_schedule, "warmup_iters": self.warmup_iters,
                     "min_lr": self.min_lr, "eval_interval": self.eval_interval}
         if self.lr_decay_start is not None:

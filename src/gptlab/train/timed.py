@@ -205,10 +205,12 @@ class BudgetClock:
 
 def replan_due(step: int, config: TrainConfig) -> bool:
     """Whether a --time run fits its length to its pace after this step: at the end of
-    warmup and, with wsd, where the cooldown begins — the two points whose learning rate
-    max_iters leaves alone (`replan`)."""
+    warmup, with wsd where the cooldown begins — the points whose learning rate max_iters
+    leaves alone (`replan`) — and at the planned last step, to go on at min_lr while time
+    is left (`extend`)."""
     wsd = config.lr_schedule == "wsd" and config.decay_lr and step > config.warmup_iters
-    return step == config.warmup_iters >= 4 or (wsd and step == config.decay_start)
+    return (step == config.warmup_iters >= 4 or (wsd and step == config.decay_start)
+            or step == config.max_iters)
 
 
 def replan(
@@ -222,6 +224,8 @@ def replan(
     probe times bare steps; the loop also fetches batches and logs, and the machine may be
     busier or quieter), and the second call, from the pace of most of the run, lands the
     last step on the deadline."""
+    if step == config.max_iters:
+        return extend(plan, config, clock, step, dist)
     interval_all = config.eval_interval >= config.max_iters
     evaluations = 1 if interval_all else math.ceil((config.max_iters - step) /
                                                     config.eval_interval)
@@ -247,4 +251,35 @@ def replan(
         log.info("--time: at step %d the loop runs %.2f steps/s; training for %d steps in "
                  "all (planned %d)", step, clock.paced_steps / (time.time() - clock.paced_from),
                  total, plan.replanned_from)
+    return plan, dataclasses.replace(config, **changes)
+
+
+# Extend a run by at least this share of its steps, or not at all: a few steps at min_lr
+# are not worth a second look at the plan.
+MIN_EXTENSION = 0.01
+
+
+def extend(
+    plan: Plan, config: TrainConfig, clock: BudgetClock, step: int, dist: dist_util.DistInfo
+) -> tuple[Plan, TrainConfig]:
+    """At the planned last step, with time left (the loop ran faster than it did at the
+    end of warmup): go on at min_lr for the steps that fit. The decay keeps its end
+    (lr_decay_iters), so every step so far is what config.json says and the repeat flags
+    give the same run; the evaluations along the way, if any, keep their interval."""
+    interval_all = config.eval_interval >= config.max_iters
+    left = dist_util.gather_objects(clock.steps_left(1), dist)[0]
+    if left is None or left < MIN_EXTENSION * step:
+        return plan, config
+    total, decay_end = step + left, config.decay_iters
+    changes = {"max_iters": total, "lr_decay_iters": decay_end,
+               **({"eval_interval": total} if interval_all else {})}
+    changes = {k: v for k, v in changes.items() if k not in plan.pinned}
+    tokens = total * plan.shape.tokens_per_step
+    unique = plan.tokens / plan.epochs if plan.epochs else tokens
+    plan = dataclasses.replace(plan, max_iters=total, tokens=tokens, epochs=tokens / unique,
+                               decay_end=decay_end,
+                               eval_interval=changes.get("eval_interval", plan.eval_interval))
+    if dist.is_main:
+        log.info("--time: the decay ended at step %d with time left: %d more steps at min_lr "
+                 "(%d in all)", step, left, total)
     return plan, dataclasses.replace(config, **changes)
