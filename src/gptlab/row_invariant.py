@@ -190,9 +190,9 @@ def attention_align(n_head: int, head_size: int, capacity: int, device: torch.de
     None when no candidate does (then each request needs its own call over exactly its
     entries). Measured on random data once per shape, device, dtype and thread count.
 
-    Why a multiple: torch's CPU flash kernel sums a row's keys in vector-wide pieces, so
-    masked keys past a row's length add exact zeros only when they do not change where
-    its last piece ends (docs/benchmarks.md: 16 on an AVX-512 CPU)."""
+    Why a multiple: measured on an AVX-512 CPU, a row's bits agree at every padded length
+    that is a multiple of 16 and not at others (docs/benchmarks.md, "One attention call
+    per decode step"); likely torch's CPU kernel sums keys in 16-wide vector pieces."""
     key = (n_head, head_size, capacity, device, dtype, torch.get_num_threads())
     if key not in _aligns:
         _aligns[key] = next((align for align in ALIGNS if _aligned_attention_agrees(
