@@ -30,6 +30,7 @@ def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
             "shape": f"{shape['n_layer']}x{shape['n_embd']}, block {shape['block_size']}, "
                      f"batch {shape['batch_size']}",
             "planned": plan["replanned_from"] or plan["max_iters"],
+            "decay_end": plan.get("decay_end"),  # set when the run went on at min_lr
             "max_iters": plan["max_iters"], "done": records[-1]["step"],
             "epochs": round(plan["epochs"], 1), "dropout": config["model"]["dropout"],
             "wall_s": result.wall_s, "budget_s": plan["budget_s"],
