@@ -219,7 +219,8 @@ def replan(
     """The plan and config with max_iters set to what the measured pace fits in the budget.
 
     Called at the end of the warmup and, with the wsd schedule, again where its cooldown
-    begins (which that call pins at `step`): the learning rate up to either point does not
+    begins (which that call pins at `step`); at the planned last step it hands over to
+    `extend`. The learning rate up to either of the first two points does not
     depend on max_iters, so the run stays exactly what its config.json then says (the
     probe times bare steps; the loop also fetches batches and logs, and the machine may be
     busier or quieter), and the second call, from the pace of most of the run, lands the
