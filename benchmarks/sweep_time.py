@@ -87,7 +87,8 @@ R_STARS = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 15.0)
 # One R* for every model size, as Muennighoff et al. fit it. Tried on 2026-12-07: R* growing
 # with N, r_star * (N / 1M)**rho, fitted Tiny Shakespeare's rows better (RMS 0.014 against
 # 0.016 at rho 0.5-1) and picked 6x192 at 10 minutes, but on an 18k-token corpus it picked
-# 4x192 for a minute, which ended at 2.29 against 3x128's 1.75 (docs/time-budget.md)
+# 4x192 for a minute, which ended at 2.29 against 3x128's 1.73 (docs/time-budget.md).
+
 # the rows leave alpha open above 0.5 (the RMS error is flat there while A grows by orders
 # of magnitude), so it stays within the range of published fits
 ALPHAS = tuple(round(0.05 * i, 2) for i in range(1, 11))

@@ -26,6 +26,7 @@ def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
     plan = config["time_budget"]
     evals = [r["val_loss"] for r in records if r["kind"] == "eval"]
     shape = plan["shape"]
+    size = Shape(**shape)
     return {"budget": budget, "seed": seed,
             "shape": f"{shape['n_layer']}x{shape['n_embd']}, block {shape['block_size']}, "
                      f"batch {shape['batch_size']}",
@@ -37,9 +38,9 @@ def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
             "best_eval": round(min(evals), 4), "last_eval": round(evals[-1], 4),
             "val_loss": result.val_loss,
             # what benchmarks/sweep_time.py --fit reads (as its own rows)
-            **{k: shape[k] for k in SHAPE_FIELDS}, "params": Shape(**shape).params(),
+            **{k: shape[k] for k in SHAPE_FIELDS}, "params": size.params(),
             "steps": records[-1]["step"],
-            "tokens": records[-1]["step"] * Shape(**shape).tokens_per_step,
+            "tokens": records[-1]["step"] * size.tokens_per_step,
             "unique_tokens": config["data"]["train_tokens"], "dtype": config["train"]["dtype"]}
 
 

@@ -123,8 +123,7 @@ class DecodingEngine:
         align = attention_align(heads, cfg.head_size, _round_up(self.window + 1, ALIGNS[-1]),
                                 weight.device, weight.dtype)
         self.cache = model.new_slot_cache(max(num_slots, self.min_rows),
-                                          _round_up(self.window + 1, align or 1))
-        self.cache.align = align
+                                          _round_up(self.window + 1, align or 1), align)
         self.num_slots = self.cache.k.shape[1]
         self.device = self.cache.k.device
         self.free: list[int] = list(range(self.num_slots))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from gptlab.model.cache import padded_attention
+from gptlab.model.cache import key_mask, padded_attention
 
 PADS = (1, 2, 4, 8, 16, 32, 64)  # candidate smallest row counts, smallest first
 MIN_CHUNK = 16  # a plan must let at least this many rows share one product
@@ -219,10 +219,11 @@ def _aligned_attention_agrees(n_head: int, head_size: int, capacity: int,
         q, k, v = (torch.randn(rows, n_head, t, head_size, generator=gen).to(device, dtype)
                    for t in (1, top, top))
         with torch.no_grad():
-            together = padded_attention(q, k, v, lengths, top, scale)
+            together = padded_attention(q, k, v, key_mask(lengths, top, device), scale)
             for row, n in enumerate(lengths):
+                own = key_mask([n], -(-n // align) * align, device)
                 alone = padded_attention(q[row : row + 1], k[row : row + 1], v[row : row + 1],
-                                         [n], -(-n // align) * align, scale)
+                                         own, scale)
                 if not torch.equal(alone[0], together[row]):
                     return False
     return True

@@ -23,14 +23,19 @@ from torch import Tensor
 from gptlab.errors import GptlabError
 
 
-def padded_attention(q: Tensor, k: Tensor, v: Tensor, lengths: list[int] | Tensor,
-                     padded: int, scale: float) -> Tensor:
-    """One query per row over its first `lengths[row]` keys, all rows in one fused call
-    over the first `padded` entries: q (R, nh, 1, hs), k and v (R, nh, ≥ padded, hs)."""
-    lengths = torch.as_tensor(lengths, device=q.device)
-    mask = torch.arange(padded, device=q.device) < lengths[:, None]  # (R, padded)
-    return F.scaled_dot_product_attention(
-        q, k[:, :, :padded], v[:, :, :padded], attn_mask=mask[:, None, None, :], scale=scale)
+def key_mask(lengths: list[int], padded: int, device: torch.device) -> Tensor:
+    """(R, 1, 1, padded) bool: row r sees its first `lengths[r]` entries."""
+    seen = torch.arange(padded, device=device) < torch.tensor(lengths, device=device)[:, None]
+    return seen[:, None, None, :]
+
+
+def padded_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+    """One query per row over the entries its `key_mask` row lets it see, all rows in one
+    fused call over the first mask.shape[-1] entries: q (R, nh, 1, hs), k and v (R, nh, ≥
+    that, hs) → (R, nh, 1, hs)."""
+    padded = mask.shape[-1]
+    return F.scaled_dot_product_attention(q, k[:, :, :padded], v[:, :, :padded],
+                                          attn_mask=mask, scale=scale)
 
 
 class KVCache:
@@ -128,6 +133,7 @@ class SlotKVCache:
         head_size: int,
         capacity: int,
         *,
+        align: int | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -143,9 +149,8 @@ class SlotKVCache:
         self.cos_sin: tuple[Tensor, Tensor] | None = None  # rope: set by the model
         # one query per row: attend in one fused call over keys padded to a multiple of
         # `align` (row_invariant.attention_align), or None: one call per request
-        self.align: int | None = None
-        self.padded: int | None = None  # this step's padded key length
-        self.lengths = self.positions[:, 0]  # this step's valid entries per row
+        self.align = align
+        self.key_mask: Tensor | None = None  # this step's, with an align: (B, 1, 1, padded)
 
     @property
     def nbytes(self) -> int:
@@ -168,13 +173,13 @@ class SlotKVCache:
         B, T = entries.shape
         self.row_index = torch.arange(B, device=entries.device)[:, None].expand(B, T)  # (B, T)
         self.cos_sin = None
-        self.padded = None
-        if isinstance(mask, list) and self.align is not None:
+        self.key_mask = None
+        if isinstance(mask, list) and self.align is not None:  # once a step, for all layers
             lengths = [1] * B  # idle rows see entry 0: no row is wholly masked
             for first, end, n in mask:
                 lengths[first:end] = [n] * (end - first)
-            self.padded = -(-max(lengths) // self.align) * self.align
-            self.lengths = torch.tensor(lengths, device=entries.device)
+            padded = -(-max(lengths) // self.align) * self.align
+            self.key_mask = key_mask(lengths, padded, entries.device)
 
     def move(self, src: int, dst: int) -> None:
         """Copy slot `src`'s keys and values to slot `dst` and clear `src`."""
@@ -215,8 +220,8 @@ class SlotKVCache:
         if isinstance(self.mask, list):
             if q.dim() == 3:  # one head's (B, T, hs): as (B, 1, T, hs)
                 return self.attend(q[:, None], k[:, None], v[:, None], scale)[:, 0]
-            if self.padded is not None:
-                return padded_attention(q, k, v, self.lengths, self.padded, scale)
+            if self.key_mask is not None:
+                return padded_attention(q, k, v, self.key_mask, scale)
             return self._attend_each(q, k, v, scale)
         mask = self.mask if q.dim() == 4 else self.mask[:, 0]  # (B, [1,] T, cap)
         att = (q @ k.transpose(-2, -1)) * scale  # (B, [nh,] T, hs) @ (.., hs, cap) -> (.., T, cap)

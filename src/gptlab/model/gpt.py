@@ -190,14 +190,16 @@ class GPT(nn.Module):
             rolling=rolling, dtype=weight.dtype, device=weight.device,
         )
 
-    def new_slot_cache(self, num_slots: int, capacity: int | None = None) -> SlotKVCache:
+    def new_slot_cache(self, num_slots: int, capacity: int | None = None,
+                       align: int | None = None) -> SlotKVCache:
         """An empty `SlotKVCache` of `num_slots` rows × `capacity` entries per layer
-        (default block_size)."""
+        (default block_size), attending in one call over keys padded to multiples of
+        `align` (None: a call per request)."""
         cfg = self.config
         weight = self.transformer.wte.weight
         return SlotKVCache(
             cfg.n_layer, num_slots, cfg.n_head, cfg.head_size, capacity or cfg.block_size,
-            dtype=weight.dtype, device=weight.device,
+            align=align, dtype=weight.dtype, device=weight.device,
         )
 
     def num_parameters(self, non_embedding: bool = False) -> int:

@@ -17,7 +17,7 @@ optimizer steps, and D_eff the tokens discounted for repeated epochs of a small 
 (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models": repeated tokens are
 worth less and less, with R* the repetitions at which they are worth 1/e of new ones). On
 a 2-core CPU the smallest shape wins a one-minute budget (it takes the most steps), and
-from about five minutes shapes of 2-3M parameters do (the corpus is seen a few times
+from about five minutes shapes of 1-2M parameters do (the corpus is seen a few times
 and repeats are worth little); a faster machine moves up the ladder as its probe finds.
 """
 

@@ -239,15 +239,12 @@ def replan(
                "eval_interval": total if interval_all else max(1, total // 10),
                **({"lr_decay_start": step} if cooldown else {})}
     changes = {k: v for k, v in changes.items() if k not in plan.pinned}
-    tokens = total * plan.shape.tokens_per_step
-    unique = plan.tokens / plan.epochs if plan.epochs else tokens
-    predicted = plan.predicted_val_loss and RULE.predict(plan.shape.params(), tokens, unique,
-                                                         total)
-    plan = dataclasses.replace(plan, max_iters=total, tokens=tokens,
-                               epochs=tokens / unique, predicted_val_loss=predicted,
-                               replanned_from=plan.replanned_from or plan.max_iters,
-                               eval_interval=changes.get("eval_interval", plan.eval_interval),
-                               lr_decay_start=changes.get("lr_decay_start"))
+    plan = _with_length(plan, total, replanned_from=plan.replanned_from or plan.max_iters,
+                        eval_interval=changes.get("eval_interval", plan.eval_interval),
+                        lr_decay_start=changes.get("lr_decay_start"))
+    tokens, unique = plan.tokens, plan.tokens / plan.epochs
+    plan.predicted_val_loss = plan.predicted_val_loss and RULE.predict(
+        plan.shape.params(), tokens, unique, total)
     if dist.is_main:
         log.info("--time: at step %d the loop runs %.2f steps/s; training for %d steps in "
                  "all (planned %d)", step, clock.paced_steps / (time.time() - clock.paced_from),
@@ -275,12 +272,17 @@ def extend(
     changes = {"max_iters": total, "lr_decay_iters": decay_end,
                **({"eval_interval": total} if interval_all else {})}
     changes = {k: v for k, v in changes.items() if k not in plan.pinned}
-    tokens = total * plan.shape.tokens_per_step
-    unique = plan.tokens / plan.epochs if plan.epochs else tokens
-    plan = dataclasses.replace(plan, max_iters=total, tokens=tokens, epochs=tokens / unique,
-                               decay_end=decay_end,
-                               eval_interval=changes.get("eval_interval", plan.eval_interval))
+    plan = _with_length(plan, total, decay_end=decay_end,
+                        eval_interval=changes.get("eval_interval", plan.eval_interval))
     if dist.is_main:
         log.info("--time: the decay ended at step %d with time left: %d more steps at min_lr "
                  "(%d in all)", step, left, total)
     return plan, dataclasses.replace(config, **changes)
+
+
+def _with_length(plan: Plan, total: int, **fields: Any) -> Plan:
+    """The plan at `total` steps (its tokens and epochs follow), with `fields` replaced."""
+    tokens = total * plan.shape.tokens_per_step
+    unique = plan.tokens / plan.epochs if plan.epochs else tokens  # the training split's
+    return dataclasses.replace(plan, max_iters=total, tokens=tokens, epochs=tokens / unique,
+                               **fields)
