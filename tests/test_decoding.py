@@ -107,6 +107,32 @@ def test_requests_together_equal_each_alone(pos_encoding, attention, monkeypatch
     assert {reason for _, reason in expected.values()} == {"stop", "length"}
 
 
+def test_a_burst_of_prompts_of_one_length_is_prefilled_in_one_pass(monkeypatch):
+    """Requests that join together with prompts of one length share each prefill pass
+    (a one-row and a two-row request among them); one of another length gets its own;
+    every request still gets exactly what it gets alone."""
+    monkeypatch.setattr(decoding, "PREFILL_CHUNK", 6)  # 9 tokens: a chunk of 6, then 3
+    passes = []
+    prefill = DecodingEngine._prefill_chunk
+    monkeypatch.setattr(DecodingEngine, "_prefill_chunk",
+                        lambda self, group: passes.append(len(group)) or prefill(self, group))
+    model = tiny_model("rope", "fused")
+    specs = [(9, dict(temperature=0.9, seed=1)), (9, dict(greedy=True, num_samples=2)),
+             (9, dict(temperature=1.2, top_k=5, seed=2)), (4, dict(temperature=0.8, seed=3))]
+    engine = DecodingEngine(model, 6)
+    requests = []
+    for k, (length, fields) in enumerate(specs):
+        config = SamplingConfig(**fields)
+        rows = prompt_of(k, length).repeat_interleave(config.num_samples, dim=0)
+        requests.append(engine.add(rows, 12, config))
+    while engine.running:
+        engine.step()
+    assert passes == [3, 1, 3]  # step 1: the 9-token prompts' first chunk, the 4-token
+    for k, (length, fields) in enumerate(specs):  # prompt; step 2: the rest of the first
+        alone = generate(model, prompt_of(k, length), 12, batch_invariant=True, **fields)
+        assert torch.equal(requests[k].seq, alone), k
+
+
 def test_without_an_align_each_request_attends_alone_and_still_matches(monkeypatch):
     """Where padded attention is not row-invariant (no align measured), a decode step
     runs one attention call per request over exactly its entries: the same texts."""

@@ -27,7 +27,9 @@ Design choices, and why:
   over exactly its valid entries.
 - A prompt is prefilled in chunks of `prefill_chunk` tokens, all B rows of a request in
   one pass (one chunk per request per step, so running rows are not stalled), with
-  written-out masked attention; the same chunks alone or not.
+  written-out masked attention; the same chunks alone or not. Requests in consecutive
+  slots whose next chunks cover the same positions (a burst of prompts of one length)
+  share the pass, through the row-invariant Linears, so each row keeps its bits.
 - Past block_size a request follows `gptlab.generate`: `exact=True` recomputes the
   cropped window (the seed's loop), `exact=False` rolls the cache (rope) or restarts from
   the last half window (learned, sinusoidal).
@@ -187,10 +189,8 @@ class DecodingEngine:
         out: list[tuple[Request, Tensor]] = []
         phases = {phase: [r for r in self.running if r.phase == phase]
                   for phase in ("prefill", "decode", "recompute")}  # before any changes
-        for request in phases["prefill"]:
-            row_logits = self._prefill_chunk(request)
-            if row_logits is not None:
-                out.append((request, row_logits))
+        for group in self._prefill_groups(phases["prefill"]):
+            out += self._prefill_chunk(group)
         if phases["decode"]:
             step_logits = self._decode(phases["decode"])  # (S, V)
             out += [(r, step_logits[r.slots[0] : r.slots[-1] + 1]) for r in phases["decode"]]
@@ -200,24 +200,48 @@ class DecodingEngine:
             out.append((request, logits[:, -1, :]))
         return out
 
-    def _prefill_chunk(self, request: Request) -> Tensor | None:
-        """Run the next chunk of the prompt, all B rows in one forward pass (the same shapes
-        alone or among others); the last chunk's (B, V) logits."""
-        start = request.base + request.cached
-        remaining = request.t - start
-        chunk = min(self.prefill_chunk, remaining)
-        B = len(request.slots)
-        positions = torch.arange(request.cached, request.cached + chunk, device=self.device)
-        positions = positions.expand(B, chunk)  # (B, chunk)
-        rows = slice(request.slots[0], request.slots[-1] + 1)  # a request's slots are a run
+    def _next_chunk(self, request: Request) -> tuple[int, int]:
+        """(cache position, length) of a prefilling request's next prompt chunk."""
+        remaining = request.t - request.base - request.cached
+        return request.cached, min(self.prefill_chunk, remaining)
+
+    def _prefill_groups(self, prefilling: list[Request]) -> list[list[Request]]:
+        """Prefilling requests in runs that can share one forward pass: their slots follow
+        one another and their next chunks cover the same positions (a burst of requests
+        with prompts of one length joins in one pass instead of one each)."""
+        groups: list[list[Request]] = []
+        for request in sorted(prefilling, key=lambda r: r.slots[0]):
+            last = groups[-1][-1] if groups else None
+            if (last is not None and last.slots[-1] + 1 == request.slots[0]
+                    and self._next_chunk(last) == self._next_chunk(request)):
+                groups[-1].append(request)
+            else:
+                groups.append([request])
+        return groups
+
+    def _prefill_chunk(self, group: list[Request]) -> list[tuple[Request, Tensor]]:
+        """Run the next prompt chunk of each request of `group` (B rows in all) in one
+        forward pass, with written-out masked attention and, with `batch_invariant`,
+        row-invariant Linears: each row's numbers are those it gets alone. → (request,
+        (B_r, V) logits) for the requests whose prompt is now all in the cache."""
+        cached, chunk = self._next_chunk(group[0])
+        tokens = torch.cat([r.seq[:, r.base + cached : r.base + cached + chunk]
+                            for r in group])  # (B, chunk)
+        positions = torch.arange(cached, cached + chunk, device=self.device)
+        positions = positions.expand(tokens.shape[0], chunk)  # (B, chunk)
+        rows = slice(group[0].slots[0], group[-1].slots[-1] + 1)  # the group's slots are a run
         self.cache.begin(rows, positions, positions, self._mask(positions))
-        logits, _ = self.model(request.seq[:, start : start + chunk], kv_cache=self.cache,
-                               last_only=True)  # (B, 1, V)
-        request.cached += chunk
-        if chunk < remaining:
-            return None
-        request.phase = "decode"
-        return logits[:, -1, :]  # (B, V)
+        with self.rows_invariant or contextlib.nullcontext():
+            logits, _ = self.model(tokens, kv_cache=self.cache, last_only=True)  # (B, 1, V)
+        out, row = [], 0
+        for request in group:
+            B = len(request.slots)
+            request.cached += chunk
+            if request.cached == request.t - request.base:  # its whole prompt is cached
+                request.phase = "decode"
+                out.append((request, logits[row : row + B, -1, :]))  # (B_r, V)
+            row += B
+        return out
 
     def _decode(self, decoding: list[Request]) -> Tensor:
         """One forward pass over the slots up to the highest in use (at least min_rows):
