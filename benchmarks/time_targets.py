@@ -41,7 +41,8 @@ def run_one(budget: str, seed: int, extra: list[str], work: Path) -> dict:
             **{k: shape[k] for k in SHAPE_FIELDS}, "params": size.params(),
             "steps": records[-1]["step"],
             "tokens": records[-1]["step"] * size.tokens_per_step,
-            "unique_tokens": config["data"]["train_tokens"], "dtype": config["train"]["dtype"]}
+            "unique_tokens": config["data"]["train_tokens"], "dtype": config["train"]["dtype"],
+            "min_lr": config["train"]["min_lr"]}
 
 
 def main() -> None:

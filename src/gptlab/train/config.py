@@ -196,9 +196,9 @@ _NANOGPT_MODEL = dict(block_size=64, n_head=4, n_embd=128, dropout=0.0,
 # --time's seed-1337 plans of docs/time-budget.md (2 AVX-512/AMX cores, bf16), frozen:
 # minutes, (layers, channels, block, batch), steps, warmup, steps between evaluations, val.
 _TIME_PRESETS = (
-    (1, (3, 128, 64, 16), 2166, 100, 2166, "1.5991 in 58.3 s with --dtype bfloat16"),
-    (5, (4, 192, 128, 8), 5180, 100, 5180, "1.4721 in 298.8 s with --dtype bfloat16"),
-    (10, (4, 192, 128, 8), 10259, 100, 1025, "1.4755 in 597.8 s with --dtype bfloat16"),
+    (1, (3, 128, 64, 16), 1852, 93, 1852, "1.6167 in 58.9 s with --dtype bfloat16"),
+    (5, (4, 192, 128, 8), 4544, 100, 4544, "1.4676 in 298.9 s with --dtype bfloat16"),
+    (10, (4, 192, 128, 8), 9137, 100, 913, "1.4617 in 599.3 s with --dtype bfloat16"),
 )
 
 
@@ -247,12 +247,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         f"gptlab train --time {minutes}m on 2 CPU cores (docs/time-budget.md)",
         f"what --time {minutes}m planned for char Tiny Shakespeare on a 2-core CPU: "
         f"{layers} layers x {embd} channels, block {block}, batch {batch}, Muon + AdamW lr "
-        f"1.2e-2 (warmup {warmup}) cosine to 1.2e-3 over {steps} steps, "
+        f"1.2e-2 (warmup {warmup}) cosine to 1.2e-4 over {steps} steps, "
         + ("one evaluation at the end" if interval >= steps else
            f"an evaluation every {interval} steps with early stopping (2)") + f": val {val}",
         dict(_NANOGPT_MODEL, n_layer=layers, n_embd=embd, n_head=embd // 32, block_size=block),
         dict(batch_size=batch, max_iters=steps, optimizer="muon", learning_rate=1.2e-2,
-             decay_lr=True, warmup_iters=warmup, lr_decay_iters=steps, min_lr=1.2e-3,
+             decay_lr=True, warmup_iters=warmup, lr_decay_iters=steps, min_lr=1.2e-4,
              weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=interval,
              eval_iters=20, early_stop=0 if interval >= steps else 2),
     ) for minutes, (layers, embd, block, batch), steps, warmup, interval, val in _TIME_PRESETS),
