@@ -126,6 +126,37 @@ def test_a_client_that_goes_away_frees_its_row(tiny_run):
         assert again.json()["choices"][0]["finish_reason"] == "length"
 
 
+def test_completions_started_together_share_their_prefill_and_a_closed_one_frees_its_row(
+        tiny_run, monkeypatch):
+    """What the scheduler does with jobs that arrive together: each completion is started
+    (it joins the batch) before any is read, so one step prefills all their prompts of one
+    length; each text is still what it is alone. One started and closed unread frees its
+    row at once."""
+    from gptlab.decoding import DecodingEngine
+
+    passes = []
+    prefill = DecodingEngine._prefill_chunk
+    monkeypatch.setattr(DecodingEngine, "_prefill_chunk",
+                        lambda self, group: passes.append(len(group)) or prefill(self, group))
+    engine = ModelEngine.from_run_dir(tiny_run)
+    engine.reserve(6)
+    params = [SamplingParams(max_tokens=12, seed=s, temperature=0.9) for s in range(3)]
+    alone = [engine.complete("Speak", p).read() for p in params]
+    assert passes == [1, 1, 1]
+    passes.clear()
+    burst = [engine.complete("Speak", p) for p in params]
+    for completion in burst:
+        completion.start()
+    assert passes == []  # joined, not stepped
+    assert [c.read() for c in burst] == alone
+    assert passes == [3]
+    unread = engine.complete("Speak", params[0])
+    unread.start()
+    assert engine.decoder.free_slots == engine.decoder.num_slots - 1
+    unread.close()
+    assert engine.decoder.free_slots == engine.decoder.num_slots
+
+
 def test_non_finite_logits_end_only_that_completion(tiny_run):
     engine = ModelEngine.from_run_dir(tiny_run)
     engine.reserve(4)

@@ -96,6 +96,9 @@ class Job:
         last: list[tuple[Any, ...]] = [("end",)]
         running = dict(enumerate(self.completions))
         try:
+            for completion in self.completions:
+                completion.start()
+            yield  # the jobs that came with this one join too, then one step prefills all
             while running and not self.cancel.is_set():
                 for index, completion in list(running.items()):
                     piece = next(completion, None)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from gptlab.decoding import DecodingEngine
+from gptlab.decoding import DecodingEngine, Request
 from gptlab.errors import GptlabError
 from gptlab.generate import SamplingConfig
 from gptlab.tokenizers import Tokenizer
@@ -93,6 +93,12 @@ class Engine:
         """Yield up to `params.max_tokens` new token ids after `prompt_ids`, one at a time."""
         raise NotImplementedError
 
+    def start_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        """`generate_tokens`, begun now: an engine that batches takes the request in here,
+        so that requests started one after another share their first step. The default
+        starts nothing until the tokens are read."""
+        return self.generate_tokens(prompt_ids, params)
+
     def complete(
         self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None
     ) -> Completion:
@@ -122,6 +128,7 @@ class Completion:
         self.completion_tokens = 0
         self.finish_reason: FinishReason | None = None
         self.text = ""
+        self._tokens: Iterator[int] | None = None  # set by `start`
         self._pieces = self._run()
 
     def __iter__(self) -> Iterator[str]:
@@ -130,18 +137,29 @@ class Completion:
     def __next__(self) -> str:
         return next(self._pieces)
 
+    def start(self) -> None:
+        """Hand the prompt to the engine now (`Engine.start_tokens`); iterating starts it
+        otherwise."""
+        if self._tokens is None:
+            self._tokens = self.engine.start_tokens(self.prompt_ids, self.params)
+
     def close(self) -> None:
         """Stop now (a no-op once finished); the engine's row for it is freed at once."""
         self._pieces.close()
+        self._close_tokens()  # started but never read: `_run` did not begin
+
+    def _close_tokens(self) -> None:
+        close = getattr(self._tokens, "close", None)
+        if close is not None:
+            close()  # a generator or a joined request: frees its decoding row now
 
     def _run(self) -> Iterator[str]:
-        tokens = self.engine.generate_tokens(self.prompt_ids, self.params)
+        self.start()
+        assert self._tokens is not None
         try:
-            yield from self._text_pieces(tokens)
+            yield from self._text_pieces(self._tokens)
         finally:
-            close = getattr(tokens, "close", None)
-            if close is not None:
-                close()  # a generator: frees the completion's decoding row now
+            self._close_tokens()
 
     def _text_pieces(self, tokens: Iterator[int]) -> Iterator[str]:
         engine, stops = self.engine, self.params.stop
@@ -255,6 +273,15 @@ class ModelEngine(Engine):
     def generate_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Join the batch (waiting for a free row), then yield this completion's tokens;
         each time it has none ready, the whole batch takes a step."""
+        tokens = self.start_tokens(prompt_ids, params)
+        try:
+            yield from tokens
+        finally:
+            tokens.close()
+
+    def start_tokens(self, prompt_ids: list[int], params: SamplingParams) -> RequestTokens:
+        """Join the batch now (waiting for a free row) without stepping it: completions
+        that start one after another are prefilled together at the next step."""
         if self.decoder is None:
             self.reserve(DEFAULT_ROWS)
         decoder = self.decoder
@@ -264,17 +291,35 @@ class ModelEngine(Engine):
         sampling = replace(params.sampling, stop_tokens=stop_tokens)
         while decoder.free_slots == 0:
             decoder.step()
-        request = decoder.add(idx, params.max_tokens, sampling)  # idx: (1, T)
-        start, sent = request.t, 0
+        return RequestTokens(decoder, decoder.add(idx, params.max_tokens, sampling))  # (1, T)
+
+
+class RequestTokens:
+    """The new token ids of one request in a `DecodingEngine`: each time none is ready,
+    the whole batch takes a step. `close` ends the request and frees its row at once."""
+
+    def __init__(self, decoder: DecodingEngine, request: Request) -> None:
+        self.decoder, self.request = decoder, request
+        self.start, self.sent = request.t, 0
+
+    def __iter__(self) -> RequestTokens:
+        return self
+
+    def __next__(self) -> int:
+        request = self.request
         try:
-            while True:
-                while sent == request.new_tokens and not request.done:
-                    decoder.step()
-                if sent == request.new_tokens:  # done, every token sent
-                    break
-                yield int(request.seq[0, start + sent])
-                sent += 1
+            while self.sent == request.new_tokens and not request.done:
+                self.decoder.step()
+        except BaseException:
+            self.close()
+            raise
+        if self.sent == request.new_tokens:  # done, every token sent
+            self.close()
             if request.finish_reason == "error":
                 raise DecodingError(f"generation failed: {request.error}")
-        finally:
-            decoder.cancel(request)  # a no-op once finished
+            raise StopIteration
+        self.sent += 1
+        return int(request.seq[0, self.start + self.sent - 1])
+
+    def close(self) -> None:
+        self.decoder.cancel(self.request)  # a no-op once finished
