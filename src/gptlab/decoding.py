@@ -309,13 +309,12 @@ class DecodingEngine:
             else:
                 probs = next_token_probs(logits, *key)  # (R, V)
                 ids = draw_tokens(probs, [(lg.shape[0], r.generator) for r, lg in members])
-            sizes = [lg.shape[0] for _, lg in members]
-            ids_list = ids.tolist()  # one read of the ids for the stop checks of all rows
-            starts = [sum(sizes[:i]) for i in range(len(sizes))]
-            for (request, logits), idx_next, start in zip(
-                    members, ids.split(sizes), starts, strict=True):
+            ids_list, start = ids.tolist(), 0  # one read of the ids for every row's checks
+            for (request, logits), idx_next in zip(
+                    members, ids.split([lg.shape[0] for _, lg in members]), strict=True):
                 request.last_logits = logits
                 self._append(request, idx_next, ids_list[start : start + len(idx_next)])
+                start += len(idx_next)
 
     def _append(self, request: Request, idx_next: Tensor, ids: list[int]) -> None:
         """Stop tokens, then the (B,) new ids (also as the list `ids`) appended; finish or
