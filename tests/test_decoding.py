@@ -127,8 +127,10 @@ def test_a_burst_of_prompts_of_one_length_is_prefilled_in_one_pass(monkeypatch):
         requests.append(engine.add(rows, 12, config))
     while engine.running:
         engine.step()
-    assert passes == [3, 1, 3]  # step 1: the 9-token prompts' first chunk, the 4-token
-    for k, (length, fields) in enumerate(specs):  # prompt; step 2: the rest of the first
+    # step 1: the first chunk of the three 9-token prompts, then the 4-token prompt;
+    # step 2: the rest of the three
+    assert passes == [3, 1, 3]
+    for k, (length, fields) in enumerate(specs):
         alone = generate(model, prompt_of(k, length), 12, batch_invariant=True, **fields)
         assert torch.equal(requests[k].seq, alone), k
 

@@ -64,9 +64,10 @@ def test_repeated_tokens_count_less(unique, tokens, more):
     (1_003_854, 50, 0), (1_003_854, 580, 2), (18_431, 50, 0)])
 def test_fitted_rule_picks_the_shapes_the_runs_found_best(unique, seconds, winner):
     """At the probe's rates on a 2-core CPU (2026-12-07, bf16), the rule picks 3x128 for a
-    minute of Tiny Shakespeare, 4x192 for ten (1.475 measured; 3x128 1.513-1.518), and
-    3x128 for a minute of an 18k-token corpus (the-verdict: 1.748, where 4x192, the pick of
-    a rule tried and dropped, ended at 2.293)."""
+    minute of Tiny Shakespeare, 4x192 for ten (1.475 measured with the cosine to 1.2e-3,
+    1.455 to 1.2e-4; 3x128 1.513-1.518), and 3x128 for a minute of an 18k-token corpus
+    (the-verdict: 1.731-1.758, where 4x192, the pick of a rule tried and dropped, ended at
+    2.293)."""
     rates = [(budget.LADDER[i], r) for i, r in enumerate((34.49, 20.44, 16.08, 10.7, 7.2))]
     shape, _, _ = budget.choose(rates, seconds, unique)
     assert shape == budget.LADDER[winner]
@@ -373,6 +374,10 @@ def test_a_run_ahead_of_its_plan_goes_on_at_min_lr(monkeypatch):
     assert {get_lr(i, new_config) for i in range(100, total)} == {0.001}
     assert "--lr-decay-iters 100" in new_plan.flags() and f"--max-iters {total}" in new_plan.flags()
     assert new_plan.tokens == total * 64 and new_plan.epochs == pytest.approx(total / 100)
+    predicting = dataclasses.replace(plan, predicted_val_loss=2.0)  # follows the new length
+    longer, _ = replan(predicting, config, clock, 100, DistInfo())
+    assert longer.predicted_val_loss == RULE.predict(TINY_LADDER[0].params(), total * 64,
+                                                     100 * 64, total)
     # on time: nothing to add
     now[0] = 200.0 - 1.5
     assert replan(plan, config, clock, 100, DistInfo()) == (plan, config)

@@ -242,9 +242,6 @@ def replan(
     plan = _with_length(plan, total, replanned_from=plan.replanned_from or plan.max_iters,
                         eval_interval=changes.get("eval_interval", plan.eval_interval),
                         lr_decay_start=changes.get("lr_decay_start"))
-    tokens, unique = plan.tokens, plan.tokens / plan.epochs
-    plan.predicted_val_loss = plan.predicted_val_loss and RULE.predict(
-        plan.shape.params(), tokens, unique, total)
     if dist.is_main:
         log.info("--time: at step %d the loop runs %.2f steps/s; training for %d steps in "
                  "all (planned %d)", step, clock.paced_steps / (time.time() - clock.paced_from),
@@ -281,8 +278,11 @@ def extend(
 
 
 def _with_length(plan: Plan, total: int, **fields: Any) -> Plan:
-    """The plan at `total` steps (its tokens and epochs follow), with `fields` replaced."""
+    """The plan at `total` steps (its tokens, epochs and predicted loss follow), with
+    `fields` replaced."""
     tokens = total * plan.shape.tokens_per_step
     unique = plan.tokens / plan.epochs if plan.epochs else tokens  # the training split's
+    predicted = plan.predicted_val_loss and RULE.predict(plan.shape.params(), tokens, unique,
+                                                         total)
     return dataclasses.replace(plan, max_iters=total, tokens=tokens, epochs=tokens / unique,
-                               **fields)
+                               predicted_val_loss=predicted, **fields)
