@@ -1,7 +1,8 @@
 """What batch-invariant decoding costs on this machine: the row-count classes of F.linear
 and of `x @ Wᵀ` on a transposed copy (which counts give a row the same bits), and the time
 of one decode step's Linears of the `lecture` model (25 matrices, cycled so the weights
-come from memory, as in a real step) for both products at 1, 2, 16 and 64 rows.
+come from memory, as in a real step) for both products at 1, 2, 16 and 64 rows, and for
+one row through `gptlab.row_kernel` (the C one-row product with the multi-row bits).
 
     python benchmarks/bench_row_invariant.py [--threads 1]
 """
@@ -17,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from gptlab import row_kernel  # noqa: E402
 
 SHAPES = [(384, 1152), (384, 384), (384, 1536), (1536, 384)]  # per layer; 6 layers
 HEAD = (384, 65)
@@ -39,7 +42,12 @@ def step_ms(layers, rows: int, how: str, repeats: int = 5, n: int = 50) -> float
     def step():
         for w, w_t, b in layers:
             a = x[:, : w.shape[1]]
-            F.linear(a, w, b) if how == "F.linear" else torch.addmm(b, a, w_t)
+            if how == "F.linear":
+                F.linear(a, w, b)
+            elif how == "kernel":
+                row_kernel.one_row_product(a.contiguous(), w_t, b, 384)
+            else:
+                torch.addmm(b, a, w_t)
     for _ in range(10):
         step()
     best = float("inf")
@@ -68,11 +76,19 @@ def main() -> None:
     for n_in, n_out in SHAPES * 6 + [HEAD]:
         w = torch.randn(n_out, n_in)
         layers.append((w, w.t().contiguous(), torch.randn(n_out)))
+    kernel = row_kernel.load() is not None
+    if kernel:
+        x = torch.randn(8, 1536)
+        agree = [row_kernel.find_block(x[:, :w.shape[1]], w_t, b,
+                                       torch.addmm(b, x[:, :w.shape[1]], w_t))
+                 for w, w_t, b in layers[:5]]
+        print(f"one-row kernel: agrees with x @ Wt (blocks {agree})")
     print("one decode step's Linears, ms (best of 5)")
-    print(f"  {'rows':>4} {'F.linear':>9} {'x @ Wt':>8}")
+    print(f"  {'rows':>4} {'F.linear':>9} {'x @ Wt':>8} {'kernel':>8}")
     for rows in (1, 2, 16, 64):
+        one = f"{step_ms(layers, 1, 'kernel'):8.2f}" if kernel and rows == 1 else ""
         print(f"  {rows:4d} {step_ms(layers, rows, 'F.linear'):9.2f} "
-              f"{step_ms(layers, rows, 'x@Wt'):8.2f}")
+              f"{step_ms(layers, rows, 'x@Wt'):8.2f} {one}")
 
 
 if __name__ == "__main__":

@@ -231,7 +231,7 @@ def test_no_batch_invariant_decodes_exactly_the_rows_in_use(tiny_run, monkeypatc
         hook.remove()
     assert rows == [1, 1, 1]  # prefill, then two steps of the one row: no padding
     assert main(["serve", str(tiny_run), "--max-concurrency", "3"]) == 0  # the default
-    assert engine.decoder.rows_invariant is not None and engine.decoder.min_rows > 1
+    assert engine.decoder.rows_invariant is not None  # min_rows: 1 with the one-row kernel
     copies = sum(m.weight.numel() for m in engine.model.modules() if isinstance(m, nn.Linear))
     assert engine.weight_copy_bytes == 4 * copies > 0
     assert f"{4 * copies / 2**20:.1f} MiB of transposed weights" in capsys.readouterr().err

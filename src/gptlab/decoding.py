@@ -17,8 +17,9 @@ Design choices, and why:
   positions. Matmul kernels pick their method by shape, so a row of F.linear rounds
   differently with the number of rows beside it; with `batch_invariant` the step runs its
   Linears through `row_invariant.RowInvariantLinear` (x @ a transposed copy of the
-  weight, whose rows agree bitwise for every row count from 2 up, measured per shape),
-  and at least its `min_rows` rows (2 on CPU). LayerNorm and softmax are row-invariant.
+  weight, whose rows agree bitwise for every row count from 2 up, measured per shape;
+  a single row through `row_kernel`'s one-row product with the same bits, else padded
+  to `min_rows` rows). LayerNorm and softmax are row-invariant.
 - Attention in a decode step: one fused SDPA call for all rows, each row's keys masked
   past its own length and the keys padded to a multiple of `align` entries: a row then
   gets the same bits in any batch as alone (its length rounded up to `align`), measured
@@ -101,8 +102,8 @@ class DecodingEngine:
             PREFILL_CHUNK, read when the engine is made).
         batch_invariant: run each step's Linears row-invariantly, so that a request's
             numbers do not depend on what else runs (the server); False runs the model as
-            it is (one request alone: `gptlab.generate`'s default, ~1.25x faster at one
-            row on CPU).
+            it is (one request alone: `gptlab.generate`'s default, which needs no
+            transposed copy of the weights).
     """
 
     def __init__(self, model: GPT, num_slots: int, prefill_chunk: int | None = None,

@@ -13,9 +13,10 @@ Other machines may differ, which is why `row_plan` measures rather than assumes.
 So `RowInvariantLinear` runs each `F.linear` of a forward pass as `x @ Wᵀ` over chunks of
 rows, each padded to at least `pad` rows and at most `chunk` long, where [pad, chunk] is a
 range of row counts `row_plan` measured to agree, bitwise, for that weight's shape on this
-device. Its cost: one transposed copy of each weight matrix, and for one row a 2-row
-product (~1.2x a 1-row `F.linear` on CPU, weights out of cache; from 16 rows on the copy
-is the faster of the two).
+device. Its cost: one transposed copy of each weight matrix (from 16 rows on the copy is the
+faster of the two). One row alone would pay for a 2-row product (~1.2-1.4x a 1-row
+`F.linear` on CPU); where `gptlab.row_kernel`'s one-row product is checked to give the
+multi-row bits, a single row runs through it instead, at the 1-row speed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gptlab import row_kernel
 from gptlab.model.cache import key_mask, padded_attention
 
 PADS = (1, 2, 4, 8, 16, 32, 64)  # candidate smallest row counts, smallest first
@@ -39,10 +41,13 @@ _plans: dict[tuple, RowPlan] = {}  # row_plan's answers (see its key)
 @dataclass(frozen=True)
 class RowPlan:
     """Run a product over `chunk`-row pieces, each padded to at least `pad` rows: every
-    row count in [pad, chunk] gives a row the same bits."""
+    row count in [pad, chunk] gives a row the same bits. `one_row`: the block size at
+    which `row_kernel.one_row_product` gives a single row those bits too (no padding),
+    or None."""
 
     pad: int
     chunk: int
+    one_row: int | None = None
 
 
 def row_plan(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype,
@@ -75,7 +80,10 @@ def _measure_plan(n_in: int, n_out: int, bias: bool, device: torch.device,
             while chunk < top and agrees[chunk]:
                 chunk += 1
             if chunk >= MIN_CHUNK and _same_anywhere(x[0], weight_t, b, pad, chunk):
-                return RowPlan(pad, chunk)
+                one_row = None
+                if pad > 1:  # the kernel, if it rounds a row like `chunk` rows do
+                    one_row = row_kernel.find_block(x[:4], weight_t, b, products[chunk - 1][:4])
+                return RowPlan(pad, chunk, one_row)
     logger.warning("no row count keeps matmul rows independent of the batch for %dx%d on %s: "
                    "texts may differ a little under load", n_in, n_out, device)
     return RowPlan(PADS[-1], PADS[-1])
@@ -109,8 +117,9 @@ class RowInvariantLinear:
     @property
     def min_rows(self) -> int:
         """Fewest rows every product takes in one piece: run at least this many (idle ones
-        are fine) and no Linear pads."""
-        return max(forward.plan.pad for forward in self._forwards)
+        are fine) and no Linear pads (1 where the one-row kernel serves every Linear)."""
+        return max(1 if forward.plan.one_row else forward.plan.pad
+                   for forward in self._forwards)
 
     def nbytes(self) -> int:
         """Bytes held by the transposed copies (tied weights are copied once)."""
@@ -156,6 +165,9 @@ class RowInvariantForward:
         rows = x.reshape(-1, x.shape[-1])  # (R, in)
         if self.plan.pad <= rows.shape[0] <= self.plan.chunk:  # the common case: one product
             out = _product(rows, self.weight_t, self.bias)
+        elif rows.shape[0] == 1 and self.plan.one_row:  # a request alone
+            out = row_kernel.one_row_product(rows.contiguous(), self.weight_t, self.bias,
+                                             self.plan.one_row)
         else:
             out = self._in_chunks(rows)
         return out.view(x.shape[:-1] + out.shape[-1:])  # (..., out)
@@ -166,6 +178,10 @@ class RowInvariantForward:
         for start in range(0, rows.shape[0], chunk):
             piece = rows[start : start + chunk]
             n = piece.shape[0]
+            if n == 1 and self.plan.one_row:
+                pieces.append(row_kernel.one_row_product(piece.contiguous(), self.weight_t,
+                                                         self.bias, self.plan.one_row))
+                continue
             if n < pad:
                 piece = torch.cat([piece, piece.new_zeros(pad - n, piece.shape[1])])
             pieces.append(_product(piece, self.weight_t, self.bias)[:n])  # (n, out)

@@ -44,8 +44,9 @@ class SamplingConfig:
         num_samples: continuations per prompt row (rows are repeated in place).
         batch_invariant: run the Linears row-invariantly (`gptlab.row_invariant`), so the
             tokens are bitwise those `gptlab serve` gives the same request, alone or under
-            load; one row alone is ~0.8x as fast on CPU (a 2-row product and a transposed
-            copy of the weights), so off by default.
+            load. It costs a transposed copy of the weights (as much memory again) and,
+            where no C compiler builds `gptlab.row_kernel`, one row alone runs ~0.8x as
+            fast on CPU (a 2-row product), so off by default.
     """
 
     temperature: float = 1.0

@@ -1,0 +1,96 @@
+"""One row's product with the bits it gets among many rows: a small C kernel.
+
+Why: batched decoding keeps a request's tokens the same alone or under load by running
+each Linear as `x @ Wᵀ` on a transposed copy (`gptlab.row_invariant`), whose rows agree
+bitwise for every row count from 2 up. A single row goes to a matrix-vector routine that
+rounds differently, so a request alone used to pay for a 2-row product (1.2-1.4x a 1-row
+one on CPU). The multi-row rounding turned out simple (measured with torch 2.13, MKL, on
+an AVX-512 CPU: docs/benchmarks.md): each output is the bias (or 0) plus, for each block
+of 384 inputs, one chain of fused multiply-adds over the block. `row_kernel.c` computes
+exactly that for one row, at the speed of the 1-row routine.
+
+The kernel is compiled with the machine's C compiler (`$CC`, else `cc`) the first time a
+process needs it (~0.2 s) and loaded with ctypes; `row_invariant.row_plan` uses it for a
+shape only after checking it against the multi-row product on random data. Without a
+compiler, or where it disagrees, nothing changes: one row is padded to two.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+
+import torch
+from torch import Tensor
+
+BLOCKS = (384, 256, 512, 128, 192, 320, 768, 1024)  # candidate block sizes, likeliest first
+# -march=native: the CPU's vector FMA (the .so lives one process, on this machine); the
+# later sets are for compilers that lack an option
+_FLAGS = (("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno"),
+          ("-O3", "-march=native", "-fno-math-errno"), ("-O3", "-fno-math-errno"))
+
+logger = logging.getLogger(__name__)
+_kernel: list = []  # [the loaded function, or None]: compiled once per process
+
+
+def load():
+    """The compiled `row_product` function, or None when no C compiler builds it."""
+    if not _kernel:
+        _kernel.append(_compile())
+    return _kernel[0]
+
+
+def _compile():
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        logger.info("no C compiler: one row is padded to two for row-invariant products")
+        return None
+    source = resources.files("gptlab").joinpath("row_kernel.c").read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="gptlab-kernel-") as folder:
+        c_file, library = os.path.join(folder, "row_kernel.c"), os.path.join(folder, "k.so")
+        with open(c_file, "w", encoding="utf-8") as f:
+            f.write(source)
+        for flags in _FLAGS:
+            result = subprocess.run([compiler, *flags, "-shared", "-fPIC", c_file, "-o",
+                                     library], capture_output=True, timeout=120, check=False)
+            if result.returncode == 0:
+                function = ctypes.CDLL(library).row_product  # loaded: the file may go
+                break
+        else:
+            logger.info("the C compiler could not build row_kernel.c: %s",
+                        result.stderr.decode(errors="replace").strip()[:200])
+            return None
+    function.restype = None
+    function.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3
+    return function
+
+
+def one_row_product(x: Tensor, weight_t: Tensor, bias: Tensor | None, block: int) -> Tensor:
+    """(1, in) @ (in, out) (+ bias) → (1, out), on contiguous CPU float32 tensors; `load()`
+    must have returned the kernel. ctypes releases the GIL during the call."""
+    n_in, n_out = weight_t.shape
+    out = torch.empty(2, n_out, dtype=torch.float32)  # the row, then the kernel's scratch
+    _kernel[0](x.data_ptr(), weight_t.data_ptr(), None if bias is None else bias.data_ptr(),
+               out.data_ptr(), out[1].data_ptr(), n_in, n_out, block)
+    return out[:1]
+
+
+def find_block(rows: Tensor, weight_t: Tensor, bias: Tensor | None,
+               expected: Tensor) -> int | None:
+    """The block size (of BLOCKS) at which the kernel gives each of `rows` (R, in) the
+    bits of `expected` (R, out), their multi-row product; None when none does, or the
+    kernel is missing, or the tensors are not CPU float32."""
+    if weight_t.device.type != "cpu" or weight_t.dtype != torch.float32 or load() is None:
+        return None
+    rows, weight_t = rows.contiguous(), weight_t.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    for block in BLOCKS:
+        if all(torch.equal(one_row_product(rows[i : i + 1], weight_t, bias, block),
+                           expected[i : i + 1]) for i in range(rows.shape[0])):
+            return block
+    return None

@@ -1,0 +1,84 @@
+"""The one-row C kernel: a single row gets the bits the multi-row product gives it, so a
+request alone is not padded; without a compiler, or where the kernel disagrees, rows are
+padded as before."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from gptlab import row_invariant, row_kernel
+from gptlab.row_invariant import RowInvariantLinear, row_plan
+
+CPU = torch.device("cpu")
+# the lecture model's Linear shapes (in, out), GPT-2's feed-forward output (3072 inputs:
+# several blocks of 384), a tiny one
+SHAPES = [(384, 1152), (384, 1536), (1536, 384), (384, 65), (3072, 768), (16, 48)]
+needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+
+
+@pytest.fixture
+def fresh_kernel(monkeypatch):
+    """No compiled kernel and no measured plans: the next row_plan starts over."""
+    monkeypatch.setattr(row_kernel, "_kernel", [])
+    monkeypatch.setattr(row_invariant, "_plans", {})
+
+
+@needs_compiler
+@pytest.mark.parametrize(("n_in", "n_out"), SHAPES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_one_row_gets_the_bits_of_many_rows(n_in, n_out, bias):
+    plan = row_plan(n_in, n_out, CPU, torch.float32, 32, bias)
+    assert plan.one_row is not None  # this machine (and CI's) has a compiler and MKL
+    g = torch.Generator().manual_seed(11)  # not the data the plan was measured on
+    weight_t = torch.randn(n_in, n_out, generator=g)
+    b = torch.randn(n_out, generator=g) if bias else None
+    x = torch.randn(8, n_in, generator=g)
+    many = x @ weight_t if b is None else torch.addmm(b, x, weight_t)
+    for row in range(8):
+        one = row_kernel.one_row_product(x[row : row + 1], weight_t, b, plan.one_row)
+        assert torch.equal(one[0], many[row]), f"row {row}"
+    alone = x[:1] @ weight_t if b is None else torch.addmm(b, x[:1], weight_t)
+    if n_in > 16:  # the reason for the kernel: torch's own 1-row product rounds otherwise
+        assert not torch.equal(alone[0], many[0])
+
+
+@needs_compiler
+def test_a_linear_of_one_row_runs_the_kernel_unpadded(monkeypatch):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(384, 1536)
+    calls = []
+    real = row_invariant._product
+    monkeypatch.setattr(row_invariant, "_product",
+                        lambda rows, w, b: calls.append(rows.shape[0]) or real(rows, w, b))
+    rows_invariant = RowInvariantLinear(linear)
+    x = torch.randn(5, 384)
+    with torch.no_grad(), rows_invariant:
+        one, five = linear(x[2:3]), linear(x)
+    assert rows_invariant.min_rows == 1
+    assert calls == [5]  # the one row went through the kernel, not a padded product
+    assert torch.equal(one[0], five[2])
+
+
+def test_without_a_compiler_one_row_is_padded_to_two(fresh_kernel, monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert row_kernel.load() is None
+    plan = row_plan(384, 384, CPU, torch.float32, 32, True)
+    assert plan.one_row is None and plan.pad == 2
+    linear = torch.nn.Linear(384, 384)
+    assert RowInvariantLinear(linear).min_rows == 2
+
+
+@needs_compiler
+def test_a_kernel_that_rounds_otherwise_is_not_used(fresh_kernel, monkeypatch):
+    monkeypatch.setattr(row_kernel, "BLOCKS", (128, 256))  # MKL sums 384 inputs at a time
+    assert row_plan(384, 1536, CPU, torch.float32, 32, False).one_row is None
+    assert row_plan(16, 48, CPU, torch.float32, 32, False).one_row == 128  # one block: agrees
+
+
+def test_the_kernel_is_only_tried_on_cpu_float32(fresh_kernel):
+    x, weight_t = torch.randn(2, 8, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
+    assert row_kernel.find_block(x, weight_t, None, x @ weight_t) is None
+    assert row_kernel._kernel == []  # not even compiled
