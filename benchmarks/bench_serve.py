@@ -12,7 +12,8 @@ Default: two runs against a tiny model, each against its own `gptlab serve` proc
 
 With --streaming: the `lecture` preset's model (random weights), streaming clients at 1,
 4, 16 and 64 at once, 128 tokens each: aggregate tokens/s, p50/p95 time to first token
-and gap between tokens, beside `generate()` in process at the same batch sizes. With
+and gap between tokens, beside `generate()` in process at the same batch sizes, with the
+clients' prompt in every row (the median of three runs). With
 --baseline-src (the src/ folder of another checkout, e.g. one from before batching) each
 figure is also measured with that code, in the same run.
 
@@ -286,28 +287,34 @@ from gptlab.generate import generate
 device, threads = sys.argv[3], int(sys.argv[4])
 if threads:
     torch.set_num_threads(threads)
-model, out = load_run(sys.argv[1], device=device).model, {}
+run, out = load_run(sys.argv[1], device=device), {}
+prompt = run.tokenizer.encode(sys.argv[5])  # the server's clients' prompt
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-for B in map(int, sys.argv[5:]):
-    idx = torch.zeros((B, 1), dtype=torch.long, device=device)
+for B in map(int, sys.argv[6:]):
+    idx = torch.tensor([prompt] * B, dtype=torch.long, device=device)
     out[B] = []
     for invariant in (False, True):
-        generate(model, idx, 8, seed=0, batch_invariant=invariant)
-        sync()
-        start = time.perf_counter()
-        generate(model, idx, int(sys.argv[2]), seed=0, batch_invariant=invariant)
-        sync()
-        out[B].append(B * int(sys.argv[2]) / (time.perf_counter() - start))
+        generate(run.model, idx, 8, seed=0, batch_invariant=invariant)
+        rates = []
+        for _ in range(3):
+            sync()
+            start = time.perf_counter()
+            generate(run.model, idx, int(sys.argv[2]), seed=0, batch_invariant=invariant)
+            sync()
+            rates.append(B * int(sys.argv[2]) / (time.perf_counter() - start))
+        out[B].append(sorted(rates)[1])
 print(json.dumps(out))
 """
 
 
 def generate_rates(src: Path, run_dir: Path, max_tokens: int, sizes: list[int],
                    device: str = "cpu", threads: int = 0) -> dict[int, list[float]]:
-    """tokens/s of `generate(model, zeros((B, 1)), max_tokens)` with the code in `src`, with
-    `threads` torch threads (0: torch's default): [default, batch_invariant=True] per B."""
+    """tokens/s of `generate(model, prompt, max_tokens)` with the code in `src`, the
+    prompt being PROMPT (what the streaming clients send) in B rows, with `threads` torch
+    threads (0: torch's default): [default, batch_invariant=True] per B, the median of
+    three runs."""
     out = subprocess.run([sys.executable, "-c", GENERATE_SCRIPT, str(run_dir), str(max_tokens),
-                          device, str(threads), *map(str, sizes)], env=env_for(src),
+                          device, str(threads), PROMPT, *map(str, sizes)], env=env_for(src),
                          capture_output=True, text=True, check=True)
     return {int(k): v for k, v in json.loads(out.stdout).items()}
 
@@ -371,8 +378,8 @@ def streaming(args: argparse.Namespace, run_dir: Path) -> None:
                       f"{1000 * percentile(r.gaps_s, 0.5):8.1f} "
                       f"{1000 * percentile(r.gaps_s, 0.95):7.1f} {r.failed:6d}", flush=True)
     print("ratio: the server's aggregate tokens/s over generate() with a batch of that many "
-          "rows, in process, with the server's torch threads; gen-inv: the same with "
-          "batch_invariant=True (the server's default numbers)")
+          "rows of the clients' prompt, in process, with the server's torch threads; gen-inv: "
+          "the same with batch_invariant=True (the server's default numbers)")
 
 
 def main() -> None:

@@ -170,7 +170,7 @@ class RowInvariantForward:
                                              self.plan.one_row)
         else:
             out = self._in_chunks(rows)
-        return out.view(x.shape[:-1] + out.shape[-1:])  # (..., out)
+        return out.view(*x.shape[:-1], -1)  # (..., out)
 
     def _in_chunks(self, rows: Tensor) -> Tensor:
         pad, chunk = self.plan.pad, self.plan.chunk
