@@ -18,7 +18,8 @@ seed 001's `generate`: logits of the last position → `sample_next_token` → a
 The KV cache is `gptlab.decoding.DecodingEngine` with one request: the server's engine.
 With `batch_invariant=True` it runs row-invariant Linears as the server does, so a
 request's tokens are bitwise those the server gives it; by default it runs the model as
-it is (on CPU one row alone is about 1.25x as fast).
+it is (no transposed copy of the weights to make; without a C compiler for
+`gptlab.row_kernel`, one row alone is also ~1.2x as fast on CPU).
 
 The KV cache and the sliding window (`exact`). While prompt + generated tokens fit in
 block_size, the cache gives exactly the cache-free result. Past block_size the seed's loop

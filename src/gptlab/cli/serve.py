@@ -42,7 +42,8 @@ def add_parser(subparsers) -> None:
     add_option(parser, "batch_invariant", action=argparse.BooleanOptionalAction, default=True,
                help="decode with row-invariant matmuls so that a completion's text never "
                     "depends on what else runs (default); --no-batch-invariant runs the "
-                    "model as it is: one stream alone about 1.25x faster on CPU, but its "
+                    "model as it is: no transposed copy of the weights (and, without a C "
+                    "compiler, one stream alone ~1.2x faster on CPU), but a completion's "
                     "last bits, and so now and then a token, vary with the load")
     add_option(parser, "threads", type=int, default=0,
                help="torch threads for the model on CPU (default 0: all cores but one, at "
