@@ -62,8 +62,9 @@ def test_a_linear_of_one_row_runs_the_kernel_unpadded(monkeypatch):
     assert torch.equal(one[0], five[2])
 
 
-def test_without_a_compiler_one_row_is_padded_to_two(fresh_kernel, monkeypatch):
-    monkeypatch.setenv("CC", "/nonexistent/cc")
+@pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])  # missing; fails
+def test_without_a_compiler_one_row_is_padded_to_two(fresh_kernel, monkeypatch, compiler):
+    monkeypatch.setenv("CC", compiler)
     assert row_kernel.load() is None
     plan = row_plan(384, 384, CPU, torch.float32, 32, True)
     assert plan.one_row is None and plan.pad == 2
@@ -76,6 +77,19 @@ def test_a_kernel_that_rounds_otherwise_is_not_used(fresh_kernel, monkeypatch):
     monkeypatch.setattr(row_kernel, "BLOCKS", (128, 256))  # MKL sums 384 inputs at a time
     assert row_plan(384, 1536, CPU, torch.float32, 32, False).one_row is None
     assert row_plan(16, 48, CPU, torch.float32, 32, False).one_row == 128  # one block: agrees
+
+
+def test_a_temp_folder_that_fails_leaves_the_padding(fresh_kernel, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(row_kernel.tempfile, "TemporaryDirectory", full)
+    assert row_kernel.load() is None  # no traceback: the server starts, padded
+
+
+@needs_compiler
+def test_cc_with_options_in_it_is_split(fresh_kernel, monkeypatch):
+    monkeypatch.setenv("CC", "cc -O1")
+    assert row_kernel.load() is not None
 
 
 def test_the_kernel_is_only_tried_on_cpu_float32(fresh_kernel):

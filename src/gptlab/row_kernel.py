@@ -20,9 +20,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from importlib import resources
 
 import torch
@@ -36,17 +38,25 @@ _FLAGS = (("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno
 
 logger = logging.getLogger(__name__)
 _kernel: list = []  # [the loaded function, or None]: compiled once per process
+_lock = threading.Lock()
 
 
 def load():
-    """The compiled `row_product` function, or None when no C compiler builds it."""
-    if not _kernel:
-        _kernel.append(_compile())
-    return _kernel[0]
+    """The compiled `row_product` function, or None when it cannot be built here (no C
+    compiler, a failed build, a temp folder that is full or does not allow loading)."""
+    with _lock:
+        if not _kernel:
+            try:
+                _kernel.append(_compile())
+            except (OSError, subprocess.SubprocessError) as exc:
+                logger.info("row_kernel.c not built (%s): one row is padded to two", exc)
+                _kernel.append(None)
+        return _kernel[0]
 
 
 def _compile():
-    compiler = shutil.which(os.environ.get("CC", "cc"))
+    command = shlex.split(os.environ.get("CC", "cc")) or ["cc"]  # $CC may carry options
+    compiler = shutil.which(command[0])
     if compiler is None:
         logger.info("no C compiler: one row is padded to two for row-invariant products")
         return None
@@ -56,8 +66,9 @@ def _compile():
         with open(c_file, "w", encoding="utf-8") as f:
             f.write(source)
         for flags in _FLAGS:
-            result = subprocess.run([compiler, *flags, "-shared", "-fPIC", c_file, "-o",
-                                     library], capture_output=True, timeout=120, check=False)
+            result = subprocess.run([compiler, *command[1:], *flags, "-shared", "-fPIC",
+                                     c_file, "-o", library],
+                                    capture_output=True, timeout=120, check=False)
             if result.returncode == 0:
                 function = ctypes.CDLL(library).row_product  # loaded: the file may go
                 break
