@@ -211,6 +211,25 @@ def test_generate_with_batch_invariant_gives_the_served_numbers(tiny_run):
     assert all(torch.equal(a, s[0]) for a, s in zip(alone, logits, strict=True))
 
 
+def test_start_up_says_when_a_lone_stream_is_padded(tiny_run, monkeypatch, capsys):
+    import gptlab.serve.server
+    from gptlab import row_invariant, row_kernel
+    from gptlab.cli import main
+
+    monkeypatch.setattr(row_kernel, "_kernel", [None])  # as without a C compiler
+    monkeypatch.setattr(row_invariant, "_plans", {})
+    monkeypatch.setattr(gptlab.serve.server, "run_server",
+                        lambda app, host, port, on_ready: on_ready("http://127.0.0.1:1"))
+    assert main(["serve", str(tiny_run)]) == 0
+    err = capsys.readouterr().err
+    assert "a lone stream decoded as 2 rows (gptlab/row_kernel.c not built" in err
+    monkeypatch.setattr(row_invariant, "_plans", {})
+    monkeypatch.setattr(row_kernel, "_kernel", [])  # built again, where a compiler is
+    assert main(["serve", str(tiny_run)]) == 0
+    if row_kernel.load() is not None:
+        assert "a lone stream" not in capsys.readouterr().err
+
+
 def test_no_batch_invariant_decodes_exactly_the_rows_in_use(tiny_run, monkeypatch, capsys):
     import gptlab.serve.server
     from gptlab.cli import main

@@ -122,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
             if engine.weight_copy_bytes:
                 auth += (f", {engine.weight_copy_bytes / 2**20:.1f} MiB of transposed weights "
                          "(batch-invariant decoding)")
+            if engine.min_rows > 1:  # see README, "Install": a C compiler
+                auth += (f", a lone stream decoded as {engine.min_rows} rows "
+                         "(gptlab/row_kernel.c not built or not exact here)")
         auth += f"; {torch_threads} torch thread{'s' if torch_threads > 1 else ''}"
         print(f"serving {engine.model_id} on {url} ({auth}); playground: {url}/ ; "
               f"API: {url}/v1 ; Ctrl-C to stop", file=sys.stderr, flush=True)

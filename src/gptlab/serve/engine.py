@@ -78,6 +78,7 @@ class Engine:
     tokenizer_name: str = ""
     kv_cache_bytes: int | None = None  # memory held for decoding, once `reserve` ran
     weight_copy_bytes: int = 0  # the row-invariant Linears' transposed weights
+    min_rows: int = 1  # rows a decode step runs at least (a lone stream padded to them)
 
     def reserve(self, rows: int) -> None:
         """Allocate what decoding `rows` completions at once needs, before the first request."""
@@ -263,6 +264,7 @@ class ModelEngine(Engine):
         self.kv_cache_bytes = self.decoder.cache_bytes()
         rows_invariant = self.decoder.rows_invariant
         self.weight_copy_bytes = rows_invariant.nbytes() if rows_invariant is not None else 0
+        self.min_rows = self.decoder.min_rows
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text))
