@@ -1,8 +1,10 @@
 """What batch-invariant decoding costs on this machine: the row-count classes of F.linear
 and of `x @ Wᵀ` on a transposed copy (which counts give a row the same bits), and the time
 of one decode step's Linears of the `lecture` model (25 matrices, cycled so the weights
-come from memory, as in a real step) for both products at 1, 2, 16 and 64 rows, and for
-one row through `gptlab.row_kernel` (the C one-row product with the multi-row bits).
+come from memory, as in a real step) for both products and for `gptlab.row_kernel`'s C
+product (the multi-row bits for one row; every row where torch's product has no agreeing
+row counts) at 1, 2, 16 and 64 rows. `MKL_ENABLE_INSTRUCTIONS=AVX2` shows an AVX2 CPU's
+classes.
 
     python benchmarks/bench_row_invariant.py [--threads 1]
 """
@@ -45,7 +47,7 @@ def step_ms(layers, rows: int, how: str, repeats: int = 5, n: int = 50) -> float
             if how == "F.linear":
                 F.linear(a, w, b)
             elif how == "kernel":
-                row_kernel.one_row_product(a.contiguous(), w_t, b, 384)
+                row_kernel.product(a.contiguous(), w_t, b, 384)
             else:
                 torch.addmm(b, a, w_t)
     for _ in range(10):
@@ -86,9 +88,9 @@ def main() -> None:
     print("one decode step's Linears, ms (best of 5)")
     print(f"  {'rows':>4} {'F.linear':>9} {'x @ Wt':>8} {'kernel':>8}")
     for rows in (1, 2, 16, 64):
-        one = f"{step_ms(layers, 1, 'kernel'):8.2f}" if kernel and rows == 1 else ""
+        own = f"{step_ms(layers, rows, 'kernel'):8.2f}" if kernel else ""
         print(f"  {rows:4d} {step_ms(layers, rows, 'F.linear'):9.2f} "
-              f"{step_ms(layers, rows, 'x@Wt'):8.2f} {one}")
+              f"{step_ms(layers, rows, 'x@Wt'):8.2f} {own}")
 
 
 if __name__ == "__main__":

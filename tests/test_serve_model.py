@@ -103,9 +103,12 @@ def test_gptlab_serve_answers_then_exits_on_sigterm(tiny_run, gptlab_cmd, subpro
                              "--drain-s", "1"],
                             env=subprocess_env, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stderr.readline()
-        assert " on http://127.0.0.1:" in line, line + proc.stderr.read()
-        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        lines = [proc.stderr.readline()]  # the ready line: the first, or a line after logs
+        while lines[-1] and " on http://127.0.0.1:" not in lines[-1] and len(lines) < 20:
+            lines.append(proc.stderr.readline())  # '' at EOF: the server ended
+        assert " on http://127.0.0.1:" in lines[-1], "".join(lines)
+        assert len(lines) == 1, "".join(lines)  # nothing printed before it
+        url = lines[-1].split(" on ", 1)[1].split(" ", 1)[0]
         with httpx.Client(base_url=url, timeout=30) as client:
             health = client.get("/health")
             answer = client.post("/v1/completions",

@@ -8,15 +8,18 @@ Multiplying by the weight stored transposed, `x @ Wᵀ` with Wᵀ a contiguous (
 copy, is steadier: measured on an AVX-512 CPU (docs/benchmarks.md), every row count from
 2 up gives each row the same bits, wherever it sits; only 1 row (a matrix-vector product)
 differs, and with 2 threads some shapes (e.g. 1536 → 384) switch method past 16 rows.
-Other machines may differ, which is why `row_plan` measures rather than assumes.
+Other machines differ (with MKL's AVX2 code a row's bits change with its place in a
+6-row tile), which is why `row_plan` measures rather than assumes.
 
 So `RowInvariantLinear` runs each `F.linear` of a forward pass as `x @ Wᵀ` over chunks of
 rows, each padded to at least `pad` rows and at most `chunk` long, where [pad, chunk] is a
 range of row counts `row_plan` measured to agree, bitwise, for that weight's shape on this
 device. Its cost: one transposed copy of each weight matrix (from 16 rows on the copy is the
-faster of the two). One row alone would pay for a 2-row product (~1.2-1.4x a 1-row
-`F.linear` on CPU); where `gptlab.row_kernel`'s one-row product is checked to give the
-multi-row bits, a single row runs through it instead, at the 1-row speed.
+faster of the two). Fewer rows than the pad (one row alone, on AVX-512) would pay for a
+padded product (~1.2-1.4x a 1-row `F.linear`): where `gptlab.row_kernel`'s C product is
+checked to give them the multi-row bits, they run through it instead, at the 1-row speed.
+Where no range agrees, the C product runs every row (it rounds each row the same by
+construction, at 1.1-1.4x MKL's time).
 """
 
 from __future__ import annotations
@@ -42,12 +45,15 @@ _plans: dict[tuple, RowPlan] = {}  # row_plan's answers (see its key)
 class RowPlan:
     """Run a product over `chunk`-row pieces, each padded to at least `pad` rows: every
     row count in [pad, chunk] gives a row the same bits. `one_row`: the block size at
-    which `row_kernel.one_row_product` gives a single row those bits too (no padding),
-    or None."""
+    which `row_kernel.product` gives fewer than `pad` rows those bits too (no padding:
+    a request alone), or None.
+    `all_rows`: no range agrees on this machine, so the kernel runs every row (block
+    `one_row`), which rounds each row the same by construction."""
 
     pad: int
     chunk: int
     one_row: int | None = None
+    all_rows: bool = False
 
 
 def row_plan(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype,
@@ -55,8 +61,11 @@ def row_plan(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype,
     """The `RowPlan` for `x @ Wᵀ (+ bias)` with Wᵀ of shape (n_in, n_out), measured on
     random data once per shape, device, dtype, row count and torch thread count
     (milliseconds for a small model): the smallest pad in PADS whose agreeing range
-    reaches MIN_CHUNK rows, and the longest such range up to max(rows, PROBE_ROWS). Falls
-    back, with a warning, to the largest pad alone."""
+    reaches MIN_CHUNK rows, and the longest such range up to max(rows, PROBE_ROWS); fewer
+    rows than the pad go through the C kernel (`row_kernel`) where it gives them those
+    bits. Where no range agrees, or only from more than 2 rows and the kernel does not
+    match, the kernel runs every row (CPU float32); without it, the range as found, or,
+    with a warning, the largest pad alone."""
     top = max(rows, PROBE_ROWS)
     key = (n_in, n_out, bias, device, dtype, top, torch.get_num_threads())  # threads matter
     if key not in _plans:
@@ -75,18 +84,37 @@ def _measure_plan(n_in: int, n_out: int, bias: bool, device: torch.device,
         # agrees[m]: m rows give the same bits as the first m rows of m + 1
         agrees = [False] + [torch.equal(products[m - 1], products[m][:m])
                             for m in range(1, top + 1)]
-        for pad in PADS:
-            chunk = pad
-            while chunk < top and agrees[chunk]:
-                chunk += 1
-            if chunk >= MIN_CHUNK and _same_anywhere(x[0], weight_t, b, pad, chunk):
-                one_row = None
-                if pad > 1:  # the kernel, if it rounds a row like `chunk` rows do
-                    one_row = row_kernel.find_block(x[:4], weight_t, b, products[chunk - 1][:4])
-                return RowPlan(pad, chunk, one_row)
+        plan = next((RowPlan(pad, chunk) for pad, chunk in _ranges(agrees, top)
+                     if _same_anywhere(x[0], weight_t, b, pad, chunk)), None)
+    if plan is not None and plan.pad > 1:  # the kernel below the pad, if it rounds a row
+        block = row_kernel.find_block(  # the way `chunk` rows do
+            x[:4], weight_t, b, products[plan.chunk - 1][:4])
+        if block is not None:
+            return RowPlan(plan.pad, plan.chunk, block)
+    if plan is not None and plan.pad <= 2:  # at most one idle row beside a lone one
+        return plan
+    if device.type == "cpu" and dtype == torch.float32 and row_kernel.load() is not None:
+        logger.debug("matmul rows change with the batch for %dx%d here: the C kernel runs "
+                    "them", n_in, n_out)
+        return RowPlan(1, top, row_kernel.BLOCKS[0], all_rows=True)
+    if plan is not None:
+        return plan
     logger.warning("no row count keeps matmul rows independent of the batch for %dx%d on %s: "
                    "texts may differ a little under load", n_in, n_out, device)
     return RowPlan(PADS[-1], PADS[-1])
+
+
+def _ranges(agrees: list[bool], top: int) -> list[tuple[int, int]]:
+    """(pad, chunk) for each pad in PADS, smallest first, whose row counts pad..chunk
+    agree and reach MIN_CHUNK rows."""
+    out = []
+    for pad in PADS:
+        chunk = pad
+        while chunk < top and agrees[chunk]:
+            chunk += 1
+        if chunk >= MIN_CHUNK:
+            out.append((pad, chunk))
+    return out
 
 
 def _same_anywhere(row: Tensor, weight_t: Tensor, bias: Tensor | None, pad: int,
@@ -163,11 +191,11 @@ class RowInvariantForward:
 
     def __call__(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])  # (R, in)
-        if self.plan.pad <= rows.shape[0] <= self.plan.chunk:  # the common case: one product
+        n, plan = rows.shape[0], self.plan
+        if plan.all_rows or (n < plan.pad and plan.one_row):  # the C kernel (a request alone)
+            out = row_kernel.product(rows.contiguous(), self.weight_t, self.bias, plan.one_row)
+        elif plan.pad <= n <= plan.chunk:  # the common case: one product
             out = _product(rows, self.weight_t, self.bias)
-        elif rows.shape[0] == 1 and self.plan.one_row:  # a request alone
-            out = row_kernel.one_row_product(rows.contiguous(), self.weight_t, self.bias,
-                                             self.plan.one_row)
         else:
             out = self._in_chunks(rows)
         return out.view(*x.shape[:-1], -1)  # (..., out)
@@ -178,9 +206,9 @@ class RowInvariantForward:
         for start in range(0, rows.shape[0], chunk):
             piece = rows[start : start + chunk]
             n = piece.shape[0]
-            if n == 1 and self.plan.one_row:
-                pieces.append(row_kernel.one_row_product(piece.contiguous(), self.weight_t,
-                                                         self.bias, self.plan.one_row))
+            if n < pad and self.plan.one_row:
+                pieces.append(row_kernel.product(piece.contiguous(), self.weight_t,
+                                                 self.bias, self.plan.one_row))
                 continue
             if n < pad:
                 piece = torch.cat([piece, piece.new_zeros(pad - n, piece.shape[1])])
@@ -214,7 +242,7 @@ def attention_align(n_head: int, head_size: int, capacity: int, device: torch.de
         _aligns[key] = next((align for align in ALIGNS if _aligned_attention_agrees(
             n_head, head_size, capacity, device, dtype, align)), None)
         if _aligns[key] is None:
-            logger.info("padded attention is not row-invariant on %s for %d heads of %d: "
+            logger.debug("padded attention is not row-invariant on %s for %d heads of %d: "
                         "one attention call per request", device, n_head, head_size)
     return _aligns[key]
 

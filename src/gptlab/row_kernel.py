@@ -1,18 +1,24 @@
-"""One row's product with the bits it gets among many rows: a small C kernel.
+"""A matmul whose rows round the same whatever the others: a small C kernel.
 
 Why: batched decoding keeps a request's tokens the same alone or under load by running
 each Linear as `x @ Wᵀ` on a transposed copy (`gptlab.row_invariant`), whose rows agree
-bitwise for every row count from 2 up. A single row goes to a matrix-vector routine that
-rounds differently, so a request alone used to pay for a 2-row product (1.2-1.4x a 1-row
-one on CPU). The multi-row rounding turned out simple (measured with torch 2.13, MKL, on
-an AVX-512 CPU: docs/benchmarks.md): each output is the bias (or 0) plus, for each block
-of 384 inputs, one chain of fused multiply-adds over the block. `row_kernel.c` computes
-exactly that for one row, at the speed of the 1-row routine.
+bitwise for every row count from 2 up on an AVX-512 CPU. Two gaps remain, and this kernel
+fills both:
+- One row goes to a matrix-vector routine that rounds differently, so a request alone
+  paid for a 2-row product (1.2-1.4x a 1-row one). The multi-row rounding turned out
+  simple (torch 2.13, MKL, AVX-512: docs/benchmarks.md): each output is the bias (or 0)
+  plus, for each block of 384 inputs, one chain of fused multiply-adds over the block.
+  `row_kernel.c` computes exactly that, for one row at the 1-row routine's speed.
+- Other CPUs: with MKL's AVX2 code (`MKL_ENABLE_INSTRUCTIONS=AVX2`) a row's bits change
+  with its place in a 6-row tile, and no row count range agrees. There the kernel runs
+  every row (1.1-1.4x MKL's time on AVX-512): each output's chain never depends on the
+  other rows, so invariance holds by construction.
 
 The kernel is compiled with the machine's C compiler (`$CC`, else `cc`) the first time a
-process needs it (~0.2 s) and loaded with ctypes; `row_invariant.row_plan` uses it for a
-shape only after checking it against the multi-row product on random data. Without a
-compiler, or where it disagrees, nothing changes: one row is padded to two.
+process needs it (~0.2 s) and loaded with ctypes; `row_invariant.row_plan` uses it for one
+row only after checking it against the multi-row product on random data. Without a
+compiler one row is padded to two, and a shape without an agreeing range is padded to 64
+rows (with a warning).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def load():
             try:
                 _kernel.append(_compile())
             except (OSError, subprocess.SubprocessError) as exc:
-                logger.info("row_kernel.c not built (%s): one row is padded to two", exc)
+                logger.debug("row_kernel.c not built (%s): one row is padded to two", exc)
                 _kernel.append(None)
         return _kernel[0]
 
@@ -58,7 +64,7 @@ def _compile():
     command = shlex.split(os.environ.get("CC", "cc")) or ["cc"]  # $CC may carry options
     compiler = shutil.which(command[0])
     if compiler is None:
-        logger.info("no C compiler: one row is padded to two for row-invariant products")
+        logger.debug("no C compiler: one row is padded to two for row-invariant products")
         return None
     source = resources.files("gptlab").joinpath("row_kernel.c").read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory(prefix="gptlab-kernel-") as folder:
@@ -70,25 +76,29 @@ def _compile():
                                      c_file, "-o", library],
                                     capture_output=True, timeout=120, check=False)
             if result.returncode == 0:
-                function = ctypes.CDLL(library).row_product  # loaded: the file may go
+                function = ctypes.CDLL(library).rows_product  # loaded: the file may go
                 break
         else:
-            logger.info("the C compiler could not build row_kernel.c: %s",
+            logger.debug("the C compiler could not build row_kernel.c: %s",
                         result.stderr.decode(errors="replace").strip()[:200])
             return None
     function.restype = None
-    function.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3
+    pointer, count = ctypes.c_void_p, ctypes.c_int64
+    function.argtypes = [pointer, count, pointer, pointer, pointer, pointer, count, count,
+                         count]
     return function
 
 
-def one_row_product(x: Tensor, weight_t: Tensor, bias: Tensor | None, block: int) -> Tensor:
-    """(1, in) @ (in, out) (+ bias) → (1, out), on contiguous CPU float32 tensors; `load()`
-    must have returned the kernel. ctypes releases the GIL during the call."""
+def product(rows: Tensor, weight_t: Tensor, bias: Tensor | None, block: int) -> Tensor:
+    """(R, in) @ (in, out) (+ bias) → (R, out), each row rounded the same whatever the
+    others (see row_kernel.c), on contiguous CPU float32 tensors; `load()` must have
+    returned the kernel. ctypes releases the GIL during the call."""
     n_in, n_out = weight_t.shape
-    out = torch.empty(2, n_out, dtype=torch.float32)  # the row, then the kernel's scratch
-    _kernel[0](x.data_ptr(), weight_t.data_ptr(), None if bias is None else bias.data_ptr(),
-               out.data_ptr(), out[1].data_ptr(), n_in, n_out, block)
-    return out[:1]
+    out = torch.empty(rows.shape[0] + 1, n_out, dtype=torch.float32)  # the last: scratch
+    _kernel[0](rows.data_ptr(), rows.shape[0], weight_t.data_ptr(),
+               None if bias is None else bias.data_ptr(), out.data_ptr(), out[-1].data_ptr(),
+               n_in, n_out, block)
+    return out[:-1]
 
 
 def find_block(rows: Tensor, weight_t: Tensor, bias: Tensor | None,
@@ -101,7 +111,7 @@ def find_block(rows: Tensor, weight_t: Tensor, bias: Tensor | None,
     rows, weight_t = rows.contiguous(), weight_t.contiguous()
     bias = None if bias is None else bias.contiguous()
     for block in BLOCKS:
-        if all(torch.equal(one_row_product(rows[i : i + 1], weight_t, bias, block),
+        if all(torch.equal(product(rows[i : i + 1], weight_t, bias, block),
                            expected[i : i + 1]) for i in range(rows.shape[0])):
             return block
     return None
