@@ -362,11 +362,13 @@ def streaming(args: argparse.Namespace, run_dir: Path) -> None:
           f"{'failed':>6}   (ms)")
     for name, src, options in trees:
         used = threads if "--threads" in options else 0
-        ceiling = generate_rates(src, run_dir, args.stream_tokens, sizes, args.device, used)
         with server_process(run_dir, "--max-concurrency", str(max(sizes)), "--max-tokens-limit",
                             str(args.stream_tokens), "--device", args.device, *options,
                             src=src) as url:
             for clients in sizes:
+                # the ceiling just before the server's turn: the machine's speed drifts
+                ceiling = generate_rates(src, run_dir, args.stream_tokens, [clients],
+                                         args.device, used)
                 requests = max(1, args.stream_rounds // clients)
                 r = asyncio.run(stream_clients(url, clients, requests, args.stream_tokens))
                 rate = r.tokens / r.wall_s
