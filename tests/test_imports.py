@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # device, dtype and RNG: used by train, serve and the cli; row_invariant: decoding's
     # batch-independent Linears
     ("runtime", "sampling", "row_invariant"),
-    ("model", "tokenizers", "text", "row_kernel"),  # row_kernel: a C one-row product
+    ("model", "tokenizers", "text", "row_kernel"),  # row_kernel: a C matmul, rows independent
     ("integrity",),  # checksums: on files, below every reader and writer of trusted files
     ("files", "checks", PACKAGE),  # PACKAGE: gptlab/__init__.py (__version__)
     ("errors",),

@@ -19,7 +19,7 @@ faster of the two). Fewer rows than the pad (one row alone, on AVX-512) would pa
 padded product (~1.2-1.4x a 1-row `F.linear`): where `gptlab.row_kernel`'s C product is
 checked to give them the multi-row bits, they run through it instead, at the 1-row speed.
 Where no range agrees, the C product runs every row (it rounds each row the same by
-construction, at 1.1-1.4x MKL's time).
+construction, at 1.2-1.6x MKL's time from 2 rows on).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _measure_plan(n_in: int, n_out: int, bias: bool, device: torch.device,
         return plan
     if device.type == "cpu" and dtype == torch.float32 and row_kernel.load() is not None:
         logger.debug("matmul rows change with the batch for %dx%d here: the C kernel runs "
-                    "them", n_in, n_out)
+                     "them", n_in, n_out)
         return RowPlan(1, top, row_kernel.BLOCKS[0], all_rows=True)
     if plan is not None:
         return plan
@@ -145,7 +145,7 @@ class RowInvariantLinear:
     @property
     def min_rows(self) -> int:
         """Fewest rows every product takes in one piece: run at least this many (idle ones
-        are fine) and no Linear pads (1 where the one-row kernel serves every Linear)."""
+        are fine) and no Linear pads (1 where the C kernel serves every Linear's few rows)."""
         return max(1 if forward.plan.one_row else forward.plan.pad
                    for forward in self._forwards)
 
@@ -192,7 +192,7 @@ class RowInvariantForward:
     def __call__(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])  # (R, in)
         n, plan = rows.shape[0], self.plan
-        if plan.all_rows or (n < plan.pad and plan.one_row):  # the C kernel (a request alone)
+        if plan.all_rows or (n < plan.pad and plan.one_row):  # the C kernel: a request alone
             out = row_kernel.product(rows.contiguous(), self.weight_t, self.bias, plan.one_row)
         elif plan.pad <= n <= plan.chunk:  # the common case: one product
             out = _product(rows, self.weight_t, self.bias)
@@ -243,7 +243,7 @@ def attention_align(n_head: int, head_size: int, capacity: int, device: torch.de
             n_head, head_size, capacity, device, dtype, align)), None)
         if _aligns[key] is None:
             logger.debug("padded attention is not row-invariant on %s for %d heads of %d: "
-                        "one attention call per request", device, n_head, head_size)
+                         "one attention call per request", device, n_head, head_size)
     return _aligns[key]
 
 
