@@ -138,3 +138,29 @@ def test_the_kernel_is_only_tried_on_cpu_float32(fresh_kernel):
     x, weight_t = torch.randn(2, 8, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
     assert row_kernel.find_block(x, weight_t, None, x @ weight_t) is None
     assert row_kernel._kernel == []  # not even compiled
+
+
+@needs_compiler
+def test_a_request_alone_decodes_the_bits_it_gets_among_others_in_a_wider_model():
+    """Through the whole model: 192 channels, so the feed-forward output sums 768 inputs
+    (two of MKL's 384-input blocks). Alone, a request's rows go through the kernel; among
+    four others, through torch's product: the same logits, bitwise, at every step."""
+    from gptlab.decoding import DecodingEngine
+    from gptlab.model import GPT, ModelConfig
+    from gptlab.sampling import SamplingConfig
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=50, block_size=32, n_layer=2, n_head=3, n_embd=192))
+    prompt = torch.randint(0, 50, (1, 5), generator=torch.Generator().manual_seed(1))
+    single, busy = DecodingEngine(model.eval(), 1), DecodingEngine(model, 5)
+    assert single.min_rows == 1  # no padding: the kernel serves one row
+    mine = single.add(prompt, 10, SamplingConfig(seed=3))
+    for j in range(4):
+        other = torch.randint(0, 50, (1, 2 + j), generator=torch.Generator().manual_seed(j))
+        busy.add(other, 10, SamplingConfig(seed=j))
+    theirs = busy.add(prompt, 10, SamplingConfig(seed=3))
+    while not mine.done:
+        single.step()
+        busy.step()
+        assert torch.equal(mine.last_logits, theirs.last_logits)
+    assert torch.equal(mine.seq, theirs.seq)
