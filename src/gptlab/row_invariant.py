@@ -93,7 +93,7 @@ def _measure_plan(n_in: int, n_out: int, bias: bool, device: torch.device,
             return RowPlan(plan.pad, plan.chunk, block)
     if plan is not None and plan.pad <= 2:  # at most one idle row beside a lone one
         return plan
-    if device.type == "cpu" and dtype == torch.float32 and row_kernel.load() is not None:
+    if row_kernel.available(device, dtype):
         logger.debug("matmul rows change with the batch for %dx%d here: the C kernel runs "
                      "them", n_in, n_out)
         return RowPlan(1, top, row_kernel.BLOCKS[0], all_rows=True)

@@ -90,6 +90,12 @@ def _compile():
     return function
 
 
+def available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the kernel can run tensors of this device and dtype here (CPU float32, a
+    compiler that built it)."""
+    return device.type == "cpu" and dtype == torch.float32 and load() is not None
+
+
 def product(rows: Tensor, weight_t: Tensor, bias: Tensor | None, block: int) -> Tensor:
     """(R, in) @ (in, out) (+ bias) → (R, out), each row rounded the same whatever the
     others (see row_kernel.c), on contiguous CPU float32 tensors; `load()` must have
@@ -107,7 +113,7 @@ def find_block(rows: Tensor, weight_t: Tensor, bias: Tensor | None,
     """The block size (of BLOCKS) at which the kernel gives each of `rows` (R, in) the
     bits of `expected` (R, out), their multi-row product; None when none does, or the
     kernel is missing, or the tensors are not CPU float32."""
-    if weight_t.device.type != "cpu" or weight_t.dtype != torch.float32 or load() is None:
+    if not available(weight_t.device, weight_t.dtype):
         return None
     rows, weight_t = rows.contiguous(), weight_t.contiguous()
     bias = None if bias is None else bias.contiguous()

@@ -321,6 +321,8 @@ class RequestTokens:
                 raise DecodingError(f"generation failed: {request.error}")
             raise StopIteration
         self.sent += 1
+        if self.sent == request.new_tokens:  # the newest, as a list: no tensor read
+            return request.last[0]
         return int(request.seq[0, self.start + self.sent - 1])
 
     def close(self) -> None:
